@@ -1,0 +1,19 @@
+"""ssmax_tiny: Scalable-Softmax (SSMax, arXiv:2501.19399) attention for tinygrad. The model is ssmax_tiny/model.py."""
+from ssmax_tiny.model import (
+  FeedForward,
+  SSMax,
+  SSMaxAttention,
+  SSMaxConfig,
+  SSMaxTransformer,
+  TransformerBlock,
+  build,
+  build_ssmax_attention,
+  compute,
+  layer,
+  output_size,
+  ssmax_scale,
+)
+
+__version__ = "0.1.0"
+__all__ = ["SSMax", "SSMaxAttention", "SSMaxConfig", "SSMaxTransformer", "TransformerBlock", "FeedForward", "build",
+           "build_ssmax_attention", "compute", "layer", "output_size", "ssmax_scale"]

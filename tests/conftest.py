@@ -1,0 +1,17 @@
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from tinygrad import Tensor
+
+sys.path.insert(0, str(Path(__file__).parent))  # tests/reference.py, the float64 numpy reference
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+  Tensor.manual_seed(0)
+  np.random.seed(0)
+
+
+TINY = dict(hidden_size=16, num_heads=2, num_layers=2, window_size=6)  # small enough to compile in seconds
