@@ -1,0 +1,5 @@
+import sys
+
+from ssmax_tiny.cli import main
+
+sys.exit(main())

@@ -1,0 +1,251 @@
+"""Training beside the model: a token model for the retrieval tasks, AdamW with the paper's recipe, one TinyJit step.
+
+- TokenModel: token embedding -> Edifice's SSMaxTransformer ([batch, hidden] at the last position) -> linear head.
+- AdamW (arXiv:1711.05101) with betas (0.9, 0.95), weight decay 0.1 on weights of rank >= 2 only, global gradient-norm
+  clipping at 1.0, linear warmup then cosine decay to 10%: the recipe of arXiv:2501.19399 Section 4 (GPT-2 style).
+- The whole step (forward, loss, backward, clipping, optimizer update) is one TinyJit function, as in tinygrad's
+  examples/beautiful_mnist.py; the learning rate is a Tensor assigned in place before each step, never a frozen number.
+- Determinism: weights from Tensor.manual_seed(seed), each batch from numpy's generator keyed by (seed, step), dropout
+  from tinygrad's counter-based RNG whose counter is saved in checkpoints. Same seed, same losses, to the last bit.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, fields
+
+import numpy as np
+from tinygrad import Context, Device, Tensor, TinyJit, dtypes, nn
+from tinygrad.nn.optim import AdamW, OptimizerGroup
+from tinygrad.nn.state import get_parameters, get_state_dict
+from tqdm.auto import tqdm
+
+from ssmax_tiny.model import SSMaxConfig, SSMaxTransformer, _linear
+from ssmax_tiny.tasks import RetrievalTask, batch_rng
+
+
+class TokenModel:
+  """Embedding, the Edifice model (output at the last position), and a linear head over the task's values."""
+
+  def __init__(self, vocab_size: int, num_classes: int, config: SSMaxConfig):
+    if config.output_mode != "last": raise ValueError(f"output_mode={config.output_mode!r}: the token model reads 'last'")
+    self.embed = nn.Embedding(vocab_size, config.embed_dim)
+    self.embed.weight = Tensor.normal(vocab_size, config.embed_dim, std=0.02).contiguous()  # GPT-2's token init
+    self.body = SSMaxTransformer(config)
+    self.head = _linear(config.hidden_size, num_classes, 0.02)
+
+  def __call__(self, tokens: Tensor) -> Tensor:
+    return self.head(self.body.forward(self.embed(tokens)))  # (B, T) -> (B, T, E) -> (B, h) -> (B, classes)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+  steps: int = 400
+  batch_size: int = 32
+  window: int = 64             # training sequence length
+  lr: float = 3e-3
+  warmup: int = 40
+  min_lr_ratio: float = 0.1    # cosine decay to lr * min_lr_ratio at the last step
+  betas: tuple[float, float] = (0.9, 0.95)
+  weight_decay: float = 0.1
+  clip: float = 1.0
+  seed: int = 0
+
+  def __post_init__(self):
+    for f in ("steps", "batch_size", "window"):
+      v = getattr(self, f)
+      if isinstance(v, bool) or not isinstance(v, int) or v < 1: raise ValueError(f"{f}={v!r} must be an int >= 1")
+    if isinstance(self.warmup, bool) or not isinstance(self.warmup, int) or self.warmup < 0:
+      raise ValueError(f"warmup={self.warmup!r} must be an int >= 0")
+    if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0: raise ValueError(f"seed={self.seed!r} must be an int >= 0")
+    for f in ("lr", "weight_decay", "clip"):
+      v = getattr(self, f)
+      if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0 or (f != "weight_decay" and v == 0):
+        raise ValueError(f"{f}={v!r} must be a finite number {'>= 0' if f == 'weight_decay' else '> 0'}")
+    if not 0 <= self.min_lr_ratio <= 1: raise ValueError(f"min_lr_ratio={self.min_lr_ratio!r} must be in [0, 1]")
+    if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas): raise ValueError(f"betas={self.betas!r} must be two numbers in [0, 1)")
+
+  @classmethod
+  def from_dict(cls, d: dict) -> TrainConfig:
+    unknown = sorted(set(d) - {f.name for f in fields(cls)})
+    if unknown: raise ValueError(f"unknown training option(s) {', '.join(unknown)}; accepted: {', '.join(f.name for f in fields(cls))}")
+    d = dict(d)
+    if "betas" in d: d["betas"] = tuple(d["betas"])
+    return cls(**d)
+
+  def lr_at(self, step: int) -> float:
+    """Linear warmup over `warmup` steps, then cosine decay to lr * min_lr_ratio at the last step."""
+    if step < self.warmup: return self.lr * (step + 1) / self.warmup
+    progress = (step - self.warmup) / max(1, self.steps - self.warmup)
+    return self.lr * (self.min_lr_ratio + (1 - self.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+class _OwnRNG:
+  """A private dropout RNG for one trainer. tinygrad draws random numbers from a per-device seed and counter held in
+  Tensor._device_seeds / Tensor._device_rng_counters (tinygrad/tensor.py, Tensor._next_counter); a TinyJit captures those
+  buffers. Installing our own pair around every step makes the stream a function of the trainer's seed alone, whatever
+  else in the process uses tinygrad's global RNG, and the counter is what a checkpoint saves."""
+
+  def __init__(self, seed: int, device: str):
+    self.device = device
+    self.seed = Tensor([0x55AA, seed], device=device, dtype=dtypes.uint32).realize()
+    self.counter = Tensor([0, 0], device=device, dtype=dtypes.uint32).realize()
+
+  def __enter__(self):
+    d = self.device
+    self.saved = (Tensor._device_seeds.get(d), Tensor._device_rng_counters.get(d))
+    Tensor._device_seeds[d], Tensor._device_rng_counters[d] = self.seed, self.counter
+
+  def __exit__(self, *exc):
+    for table, old in zip((Tensor._device_seeds, Tensor._device_rng_counters), self.saved):
+      if old is None: table.pop(self.device, None)
+      else: table[self.device] = old
+
+
+class Trainer:
+  """Owns the model, the optimizer and the step count. `train()` runs to config.steps; `state()` is what a checkpoint holds."""
+
+  def __init__(self, model: TokenModel, task: RetrievalTask, config: TrainConfig, model_config: SSMaxConfig):
+    self.model, self.task, self.config, self.model_config = model, task, config, model_config
+    params = [p for p in get_parameters(model) if p.is_param]
+    decay = [p for p in params if p.ndim >= 2]     # matrices and the embedding; biases, LayerNorm, s and b are not decayed
+    no_decay = [p for p in params if p.ndim < 2]
+    b1, b2 = config.betas
+    self.optimizer = OptimizerGroup(AdamW(decay, lr=config.lr, b1=b1, b2=b2, weight_decay=config.weight_decay),
+                                    AdamW(no_decay, lr=config.lr, b1=b1, b2=b2, weight_decay=0.0))
+    self.step = 0
+    self.losses: list[float] = []
+    self.device = Device.DEFAULT
+    self.rng = _OwnRNG(config.seed, self.device)
+    self._jit = TinyJit(self._train_step)
+
+  def _train_step(self, tokens: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+    self.optimizer.zero_grad()
+    loss = self.model(tokens).sparse_categorical_crossentropy(targets)
+    loss.backward()
+    params = self.optimizer.params
+    norm = Tensor.stack(*[p.grad.square().sum() for p in params]).sum().sqrt()
+    coef = (self.config.clip / (norm + 1e-6)).minimum(1.0)   # clip the global gradient norm to config.clip
+    for p in params: p.grad = p.grad * coef
+    Tensor.realize(loss, norm, *self.optimizer.schedule_step())
+    return loss, norm
+
+  def set_lr(self, lr: float) -> None:
+    for opt in self.optimizer.optimizers:
+      opt.lr.assign(Tensor([lr], dtype=opt.lr.dtype, device=opt.lr.device)).realize()
+
+  def next_batch(self) -> tuple[Tensor, Tensor]:
+    tokens, targets = self.task.batch(batch_rng(self.config.seed, self.step), self.config.batch_size, self.config.window)
+    return Tensor(tokens), Tensor(targets)
+
+  def train_step(self) -> float:
+    self.set_lr(self.config.lr_at(self.step))
+    tokens, targets = self.next_batch()
+    with Context(TRAINING=1), self.rng:
+      loss, _ = self._jit(tokens, targets)
+    self.losses.append(float(loss.item()))
+    self.step += 1
+    return self.losses[-1]
+
+  def train(self, until: int | None = None, progress: bool = True, on_step=None, desc: str = "train") -> list[float]:
+    """Steps until `until` (default config.steps); on_step(trainer) runs after each step (checkpointing, say)."""
+    until = self.config.steps if until is None else until
+    tokens_per_step = self.config.batch_size * self.config.window
+    bar = tqdm(total=until, initial=self.step, desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
+    t0, done = time.perf_counter(), 0
+    while self.step < until:
+      loss = self.train_step()
+      done += 1
+      bar.update(1)
+      bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{done * tokens_per_step / (time.perf_counter() - t0):.0f}")
+      if on_step is not None: on_step(self)
+    bar.close()
+    return self.losses
+
+  # ---- what a checkpoint holds
+  def state(self) -> tuple[dict[str, Tensor], dict]:
+    tensors = {f"model.{k}": v for k, v in get_state_dict(self.model).items()}
+    for i, opt in enumerate(self.optimizer.optimizers):
+      tensors[f"optim.{i}.b1_t"], tensors[f"optim.{i}.b2_t"] = opt.b1_t, opt.b2_t
+      for j, (m, v) in enumerate(zip(opt.m, opt.v)): tensors[f"optim.{i}.m.{j}"], tensors[f"optim.{i}.v.{j}"] = m, v
+    tensors["rng.counter"] = self.rng.counter
+    meta = dict(step=self.step, losses=self.losses, model=asdict(self.model_config), task=self.task.to_dict(),
+                train={**asdict(self.config), "betas": list(self.config.betas)})
+    return tensors, meta
+
+  def load_state(self, tensors: dict[str, Tensor], meta: dict) -> None:
+    own, _ = self.state()
+    assign_checked(own, tensors, what="checkpoint")
+    self.step, self.losses = int(meta["step"]), [float(x) for x in meta["losses"]]
+
+
+def assign_checked(own: dict[str, Tensor], loaded: dict[str, Tensor], what: str) -> None:
+  """Copy `loaded` into `own` in place (TinyJits keep seeing the parameters), after checking every name and shape."""
+  missing, unexpected = sorted(set(own) - set(loaded)), sorted(set(loaded) - set(own))
+  wrong = [f"{k}: expected {own[k].shape} {own[k].dtype.name}, found {loaded[k].shape} {loaded[k].dtype.name}"
+           for k in sorted(set(own) & set(loaded)) if own[k].shape != loaded[k].shape or own[k].dtype != loaded[k].dtype]
+  if missing or unexpected or wrong:
+    lines = ([f"missing: {', '.join(missing)}"] if missing else []) + ([f"unexpected: {', '.join(unexpected)}"] if unexpected else []) + wrong
+    raise ValueError(f"{what} does not match the model:\n  " + "\n  ".join(lines))
+  for k, t in own.items(): t.assign(loaded[k].to(t.device)).realize()
+
+
+def build_token_model(task: RetrievalTask, model_config: SSMaxConfig, seed: int) -> TokenModel:
+  Tensor.manual_seed(seed)
+  model = TokenModel(task.vocab_size, task.num_classes, model_config)
+  Tensor.realize(*get_parameters(model))
+  return model
+
+
+def evaluate(model: TokenModel, task: RetrievalTask, lengths: list[int], num_samples: int = 256, seed: int = 10_000,
+             batch_size: int = 32, progress: bool = False) -> dict[int, float]:
+  """Retrieval accuracy at each length, on num_samples sequences drawn from (seed, length): the same for every model."""
+  acc = {}
+  for length in tqdm(lengths, desc="eval", disable=not progress, leave=False):
+    correct = 0
+    for b in range(math.ceil(num_samples / batch_size)):
+      n = min(batch_size, num_samples - b * batch_size)
+      tokens, targets = task.batch(batch_rng(seed, b, stream=int(length)), n, int(length))
+      pred = model(Tensor(tokens)).argmax(-1).numpy()
+      correct += int((pred == targets).sum())
+    acc[int(length)] = correct / num_samples
+  return acc
+
+
+# ---- checkpoints of a training run (format and atomicity: ssmax_tiny/checkpoint.py)
+def save_checkpoint(trainer: Trainer, path) -> str:
+  from ssmax_tiny import checkpoint
+  tensors, meta = trainer.state()
+  return str(checkpoint.save(path, tensors, meta))
+
+
+def _configs(meta: dict) -> tuple[SSMaxConfig, RetrievalTask, TrainConfig]:
+  from ssmax_tiny.checkpoint import CheckpointError
+  try:
+    return SSMaxConfig.from_options(**meta["model"]), RetrievalTask(**meta["task"]), TrainConfig.from_dict(meta["train"])
+  except (KeyError, TypeError, ValueError) as e:
+    raise CheckpointError(f"checkpoint configuration is invalid: {e}") from e
+
+
+def load_trainer(path, steps: int | None = None) -> Trainer:
+  """Rebuild model, optimizer and RNG from a checkpoint; train() then continues exactly where the run stopped.
+  `steps` raises the run's total step count (the learning-rate schedule is defined by it, so it changes the run)."""
+  from ssmax_tiny import checkpoint
+  tensors, meta = checkpoint.load(path)
+  model_config, task, config = _configs(meta)
+  if steps is not None: config = TrainConfig.from_dict({**asdict(config), "steps": steps})
+  model = TokenModel(task.vocab_size, task.num_classes, model_config)
+  trainer = Trainer(model, task, config, model_config)
+  trainer.load_state(tensors, meta)
+  return trainer
+
+
+def load_token_model(path) -> tuple[TokenModel, RetrievalTask, dict]:
+  """The trained model of a checkpoint (no optimizer), its task and the checkpoint's meta."""
+  from ssmax_tiny import checkpoint
+  tensors, meta = checkpoint.load(path)
+  model_config, task, _ = _configs(meta)
+  model = TokenModel(task.vocab_size, task.num_classes, model_config)
+  own = {f"model.{k}": v for k, v in get_state_dict(model).items()}
+  assign_checked(own, {k: v for k, v in tensors.items() if k.startswith("model.")}, what=f"checkpoint {path}")
+  return model, task, meta
