@@ -72,7 +72,7 @@ def save(path: str | os.PathLike, tensors: dict[str, Tensor], meta: dict) -> Pat
   os.close(fd)
   tmp = Path(tmp)
   try:
-    safe_save({k: v.contiguous().realize() for k, v in tensors.items()}, str(tmp))
+    safe_save({k: v.to("CPU").contiguous().realize() for k, v in tensors.items()}, str(tmp))  # replicated tensors: one copy
     with open(tmp, "rb+") as f: os.fsync(f.fileno())
     digest = _sha256(tmp)
     weights = f"{stem}-{int(meta.get('step', 0)):07d}-{digest[:12]}.safetensors"

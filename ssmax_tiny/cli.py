@@ -86,6 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--ckpt-every", type=_nonneg_int, default=100, help="checkpoint every N steps, and at the end (0: only at the end)")
   p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
   p.add_argument("--eval-lengths", type=_int_list, default=None, help="after training, report accuracy at these lengths")
+  p.add_argument("--devices", default=None,
+                 help="data parallel over these tinygrad devices, e.g. CUDA:0,CUDA:1 or CPU:0,CPU:1 (batch split, parameters replicated)")
   p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
   p = sub.add_parser("eval", help="retrieval accuracy of a checkpoint per length", description="Accuracy of a trained checkpoint per length.")
@@ -138,16 +140,16 @@ def cmd_train(args) -> int:
   from ssmax_tiny import checkpoint
   from ssmax_tiny.tasks import make_task
   from ssmax_tiny.train import Trainer, build_token_model, evaluate, load_trainer, save_checkpoint
-  print(f"device: {_device()}")
+  print(f"device: {args.devices or _device()}")
   if args.resume:
-    trainer = load_trainer(args.out, steps=args.steps)
+    trainer = load_trainer(args.out, steps=args.steps, devices=args.devices)
     print(f"resumed {args.out} at step {trainer.step} of {trainer.config.steps}")
   else:
     if checkpoint.json_path(args.out).exists():
       raise SystemExit(f"error: {args.out} already holds a checkpoint; pass --resume to continue it, or choose another --out")
     task = make_task(args.task)
     model_config, config = _model_config(args, args.attention), _train_config(args, args.seed)
-    trainer = Trainer(build_token_model(task, model_config, args.seed), task, config, model_config)
+    trainer = Trainer(build_token_model(task, model_config, args.seed), task, config, model_config, devices=args.devices)
 
   def on_step(t):
     if args.ckpt_every and t.step % args.ckpt_every == 0 and t.step < t.config.steps: save_checkpoint(t, args.out)

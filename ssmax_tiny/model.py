@@ -57,12 +57,20 @@ def compute(logits: Tensor, s: float | Tensor, seq_len: int | Tensor, *, bias: f
   if not isinstance(logits, Tensor): raise ValueError(f"logits must be a tinygrad Tensor, got {type(logits).__name__}")
   if isinstance(seq_len, Tensor) and seq_len.ndim and seq_len.shape[-1] != 1:
     raise ValueError(f"seq_len has shape {seq_len.shape}: a per-row n must have last dimension 1")
-  # float32 inside: a half-precision logit of 6e4 times log(1e6) would overflow to inf, and inf - inf is NaN
-  z = (logits.float() if dtypes.is_float(logits.dtype) and logits.dtype.itemsize < 4 else logits) * ssmax_scale(s, seq_len, bias)
-  if mask is not None:
-    if mask.dtype != dtypes.bool: raise ValueError(f"mask has dtype {mask.dtype}; a bool Tensor (True = may attend) is accepted")
-    z = mask.where(z, -math.inf)
-  # softmax subtracts the row maximum first, so |z| up to 1e4 * log(1e6) stays finite in float32
+  if mask is not None and mask.dtype != dtypes.bool:
+    raise ValueError(f"mask has dtype {mask.dtype}; a bool Tensor (True = may attend) is accepted")
+  z = logits.float() if dtypes.is_float(logits.dtype) and logits.dtype.itemsize < 4 else logits  # half inputs: float32 inside
+  c = ssmax_scale(s, seq_len, bias)
+  # Shift each row so that its largest scaled logit (over the keys it may attend) is 0 before scaling; softmax ignores a
+  # per-row shift, and z * c alone overflows for large logits (3e38 * log 1e6 = inf, inf - inf = NaN). The clip keeps a
+  # row spanning more than the dtype's range finite, so that a scale of 0 (n = 1) never meets an infinity.
+  big = 3.4028234663852886e38 if z.dtype.itemsize <= 4 else 1.7976931348623157e308  # the largest finite float32 / float64
+  hi = (mask.where(z, -math.inf) if mask is not None else z).max(-1, keepdim=True)
+  lo = (mask.where(z, math.inf) if mask is not None else z).min(-1, keepdim=True)
+  top = (c >= 0).where(hi, lo) if isinstance(c, Tensor) else hi if c >= 0 else lo
+  z = (z - top).clip(-big, big) * c
+  if mask is not None: z = mask.where(z, -math.inf)
+  # softmax subtracts the row maximum again; every unmasked value is finite here
   return z.softmax(-1).cast(logits.dtype)
 
 

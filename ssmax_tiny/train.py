@@ -83,30 +83,56 @@ class TrainConfig:
 class _OwnRNG:
   """A private dropout RNG for one trainer. tinygrad draws random numbers from a per-device seed and counter held in
   Tensor._device_seeds / Tensor._device_rng_counters (tinygrad/tensor.py, Tensor._next_counter); a TinyJit captures those
-  buffers. Installing our own pair around every step makes the stream a function of the trainer's seed alone, whatever
-  else in the process uses tinygrad's global RNG, and the counter is what a checkpoint saves."""
+  buffers. Installing our own pair (per device) around every step makes the stream a function of the trainer's seed
+  alone, whatever else in the process uses tinygrad's global RNG; the counters are what a checkpoint saves."""
 
-  def __init__(self, seed: int, device: str):
-    self.device = device
-    self.seed = Tensor([0x55AA, seed], device=device, dtype=dtypes.uint32).realize()
-    self.counter = Tensor([0, 0], device=device, dtype=dtypes.uint32).realize()
+  def __init__(self, seed: int, devices: tuple[str, ...]):
+    self.devices = devices
+    self.seeds = {d: Tensor([0x55AA + i, seed], device=d, dtype=dtypes.uint32).realize() for i, d in enumerate(devices)}
+    self.counters = {d: Tensor([0, 0], device=d, dtype=dtypes.uint32).realize() for d in devices}
 
   def __enter__(self):
-    d = self.device
-    self.saved = (Tensor._device_seeds.get(d), Tensor._device_rng_counters.get(d))
-    Tensor._device_seeds[d], Tensor._device_rng_counters[d] = self.seed, self.counter
+    self.saved = {d: (Tensor._device_seeds.get(d), Tensor._device_rng_counters.get(d)) for d in self.devices}
+    for d in self.devices: Tensor._device_seeds[d], Tensor._device_rng_counters[d] = self.seeds[d], self.counters[d]
 
   def __exit__(self, *exc):
-    for table, old in zip((Tensor._device_seeds, Tensor._device_rng_counters), self.saved):
-      if old is None: table.pop(self.device, None)
-      else: table[self.device] = old
+    for d, olds in self.saved.items():
+      for table, old in zip((Tensor._device_seeds, Tensor._device_rng_counters), olds):
+        if old is None: table.pop(d, None)
+        else: table[d] = old
+
+
+def parse_devices(devices) -> tuple[str, ...] | None:
+  """"CPU:0,CPU:1" or a sequence of names -> a tuple of canonical tinygrad device names (None: the default device)."""
+  if devices is None: return None
+  names = [d.strip() for d in (devices.split(",") if isinstance(devices, str) else devices) if d.strip()]
+  if not names: raise ValueError(f"devices={devices!r}: name one or more tinygrad devices, e.g. CPU:0,CPU:1 or CUDA:0,CUDA:1")
+  if len(set(names)) != len(names): raise ValueError(f"devices={devices!r} names a device twice")
+  opened = []
+  for name in names:
+    try:
+      opened.append(Device.canonicalize(name))
+      Device[opened[-1]]
+    except Exception as e:
+      raise ValueError(f"devices={devices!r}: tinygrad cannot open {name!r} ({type(e).__name__}: {e})") from None
+  return tuple(opened) if len(opened) > 1 else None if opened[0] == Device.DEFAULT else (opened[0],)
 
 
 class Trainer:
-  """Owns the model, the optimizer and the step count. `train()` runs to config.steps; `state()` is what a checkpoint holds."""
+  """Owns the model, the optimizer and the step count. `train()` runs to config.steps; `state()` is what a checkpoint holds.
 
-  def __init__(self, model: TokenModel, task: RetrievalTask, config: TrainConfig, model_config: SSMaxConfig):
+  Data parallel with tinygrad's own Tensor.shard (tinygrad/tensor.py; beautiful_mnist_multigpu.py): with
+  devices=("CUDA:0", "CUDA:1") every parameter is replicated (shard with axis=None), each batch is split along axis 0,
+  and tinygrad reduces the gradients across devices when the replicated parameters' gradients are formed."""
+
+  def __init__(self, model: TokenModel, task: RetrievalTask, config: TrainConfig, model_config: SSMaxConfig, devices=None):
     self.model, self.task, self.config, self.model_config = model, task, config, model_config
+    self.devices = parse_devices(devices)
+    if self.devices is not None and config.batch_size % len(self.devices):
+      raise ValueError(f"batch_size={config.batch_size} must be divisible by the number of devices ({len(self.devices)}: {','.join(self.devices)})")
+    if self.devices is not None:
+      for t in get_state_dict(model).values(): t.shard_(self.devices) if len(self.devices) > 1 else t.replace(t.to(self.devices[0]))
+      Tensor.realize(*get_parameters(model))
     params = [p for p in get_parameters(model) if p.is_param]
     decay = [p for p in params if p.ndim >= 2]     # matrices and the embedding; biases, LayerNorm, s and b are not decayed
     no_decay = [p for p in params if p.ndim < 2]
@@ -115,8 +141,7 @@ class Trainer:
                                     AdamW(no_decay, lr=config.lr, b1=b1, b2=b2, weight_decay=0.0))
     self.step = 0
     self.losses: list[float] = []
-    self.device = Device.DEFAULT
-    self.rng = _OwnRNG(config.seed, self.device)
+    self.rng = _OwnRNG(config.seed, self.devices or (Device.DEFAULT,))
     self._jit = TinyJit(self._train_step)
 
   def _train_step(self, tokens: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
@@ -130,13 +155,17 @@ class Trainer:
     Tensor.realize(loss, norm, *self.optimizer.schedule_step())
     return loss, norm
 
+  def _place(self, t: Tensor, axis: int | None) -> Tensor:
+    if self.devices is None: return t
+    return t.shard(self.devices, axis=axis).realize() if len(self.devices) > 1 else t.to(self.devices[0]).realize()
+
   def set_lr(self, lr: float) -> None:
     for opt in self.optimizer.optimizers:
-      opt.lr.assign(Tensor([lr], dtype=opt.lr.dtype, device=opt.lr.device)).realize()
+      opt.lr.assign(self._place(Tensor([lr], dtype=opt.lr.dtype), None)).realize()
 
   def next_batch(self) -> tuple[Tensor, Tensor]:
     tokens, targets = self.task.batch(batch_rng(self.config.seed, self.step), self.config.batch_size, self.config.window)
-    return Tensor(tokens), Tensor(targets)
+    return self._place(Tensor(tokens), 0), self._place(Tensor(targets), 0)
 
   def train_step(self) -> float:
     self.set_lr(self.config.lr_at(self.step))
@@ -168,7 +197,7 @@ class Trainer:
     for i, opt in enumerate(self.optimizer.optimizers):
       tensors[f"optim.{i}.b1_t"], tensors[f"optim.{i}.b2_t"] = opt.b1_t, opt.b2_t
       for j, (m, v) in enumerate(zip(opt.m, opt.v)): tensors[f"optim.{i}.m.{j}"], tensors[f"optim.{i}.v.{j}"] = m, v
-    tensors["rng.counter"] = self.rng.counter
+    for i, d in enumerate(self.rng.devices): tensors[f"rng.counter.{i}"] = self.rng.counters[d]
     meta = dict(step=self.step, losses=self.losses, model=asdict(self.model_config), task=self.task.to_dict(),
                 train={**asdict(self.config), "betas": list(self.config.betas)})
     return tensors, meta
@@ -187,7 +216,9 @@ def assign_checked(own: dict[str, Tensor], loaded: dict[str, Tensor], what: str)
   if missing or unexpected or wrong:
     lines = ([f"missing: {', '.join(missing)}"] if missing else []) + ([f"unexpected: {', '.join(unexpected)}"] if unexpected else []) + wrong
     raise ValueError(f"{what} does not match the model:\n  " + "\n  ".join(lines))
-  for k, t in own.items(): t.assign(loaded[k].to(t.device)).realize()
+  for k, t in own.items():
+    src = loaded[k].to(t.device) if isinstance(t.device, str) else loaded[k].shard(t.device, t.uop.axis)
+    t.assign(src).realize()
 
 
 def build_token_model(task: RetrievalTask, model_config: SSMaxConfig, seed: int) -> TokenModel:
@@ -227,7 +258,7 @@ def _configs(meta: dict) -> tuple[SSMaxConfig, RetrievalTask, TrainConfig]:
     raise CheckpointError(f"checkpoint configuration is invalid: {e}") from e
 
 
-def load_trainer(path, steps: int | None = None) -> Trainer:
+def load_trainer(path, steps: int | None = None, devices=None) -> Trainer:
   """Rebuild model, optimizer and RNG from a checkpoint; train() then continues exactly where the run stopped.
   `steps` raises the run's total step count (the learning-rate schedule is defined by it, so it changes the run)."""
   from ssmax_tiny import checkpoint
@@ -235,7 +266,7 @@ def load_trainer(path, steps: int | None = None) -> Trainer:
   model_config, task, config = _configs(meta)
   if steps is not None: config = TrainConfig.from_dict({**asdict(config), "steps": steps})
   model = TokenModel(task.vocab_size, task.num_classes, model_config)
-  trainer = Trainer(model, task, config, model_config)
+  trainer = Trainer(model, task, config, model_config, devices=devices)
   trainer.load_state(tensors, meta)
   return trainer
 
