@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: setup test test-slow test-cl demo lint clean
+.PHONY: setup test test-slow test-cl demo bench lint clean
 
 setup: $(STAMP)
 
@@ -33,8 +33,12 @@ test-slow: $(STAMP)  ## the slow tests kept out of `make test`
 demo: $(STAMP)  ## SSMax against softmax on long-context retrieval (under 10 minutes on 2 cores); ARGS adds flags
 	$(PY) -m ssmax_tiny demo $(ARGS)
 
+bench: $(STAMP)  ## side by side: tinygrad on each device present, numpy sgemm, PyTorch (installed here) -> bench/results.{json,md}
+	$(PY) -m pip install -q -e '.[torch]'
+	$(PY) bench/bench.py $(ARGS)
+
 lint: $(STAMP)
-	$(PY) -m ruff check ssmax_tiny tests examples
+	$(PY) -m ruff check ssmax_tiny tests examples bench
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -1,6 +1,8 @@
 """ssmax_tiny: Scalable-Softmax (SSMax, arXiv:2501.19399) attention for tinygrad. The model is ssmax_tiny/model.py."""
 from ssmax_tiny.model import (
+  Decoder,
   FeedForward,
+  KVCache,
   SSMax,
   SSMaxAttention,
   SSMaxConfig,
@@ -15,5 +17,5 @@ from ssmax_tiny.model import (
 )
 
 __version__ = "0.1.0"
-__all__ = ["SSMax", "SSMaxAttention", "SSMaxConfig", "SSMaxTransformer", "TransformerBlock", "FeedForward", "build",
+__all__ = ["Decoder", "KVCache", "SSMax", "SSMaxAttention", "SSMaxConfig", "SSMaxTransformer", "TransformerBlock", "FeedForward", "build",
            "build_ssmax_attention", "compute", "layer", "output_size", "ssmax_scale"]

@@ -1,10 +1,11 @@
 """Checkpoints: safetensors (tinygrad.nn.state) with a JSON config beside it, written whole or not at all.
 
-A checkpoint is `NAME.json` (by default `checkpoint.json` in a run directory), which holds the configuration, the step and the name, size and SHA-256 of its weights file
-`NAME-<step>-<hash>.safetensors` beside it. Saving writes the weights under a new name (temporary file, fsync, rename),
-then replaces NAME.json the same way: that rename is the single commit point. A crash before it leaves the previous
-checkpoint as it was; a crash after it leaves the new one whole. Only then is the previous weights file removed.
-Loading checks the JSON, the size and hash of the weights, and every tensor name and shape, and says what mismatched.
+A checkpoint is `NAME.json` (by default `checkpoint.json` in a run directory), which holds the configuration, the step
+and the name, size and SHA-256 of its weights file `NAME-<step>-<hash>.safetensors` beside it. Saving writes the
+weights under a new name (temporary file, fsync, rename), then replaces NAME.json the same way: that rename is the
+single commit point. A crash before it leaves the previous checkpoint as it was; a crash after it leaves the new one
+whole. Only then is the previous weights file removed. Loading checks the JSON, the size and hash of the weights, and
+every tensor name and shape, and says what mismatched.
 """
 from __future__ import annotations
 

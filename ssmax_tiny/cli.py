@@ -8,7 +8,6 @@ import argparse
 import json
 import math
 import sys
-from dataclasses import asdict
 from pathlib import Path
 
 DEMO_LENGTHS = (64, 128, 256, 512, 1024)
@@ -174,7 +173,8 @@ def cmd_eval(args) -> int:
   print(f"device: {_device()}")
   model, task, meta = load_token_model(args.checkpoint)
   acc = evaluate(model, task, args.lengths, num_samples=args.samples, progress=True)
-  print(f"{args.checkpoint}: task {task.name}, attention {meta['model']['attention']}, trained {meta['step']} steps at window {meta['train']['window']}")
+  print(f"{args.checkpoint}: task {task.name}, attention {meta['model']['attention']}, "
+        f"trained {meta['step']} steps at window {meta['train']['window']}")
   for length, a in acc.items(): print(f"  length {length:>5}: accuracy {a:.3f}")
   if args.json is not None:
     args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from ssmax_tiny.cli import _device, _fmt_s, _model_config, _plot_fading, _train_config, fading_curve
 from ssmax_tiny.tasks import make_task
-from ssmax_tiny.train import Trainer, TrainConfig, build_token_model, evaluate
+from ssmax_tiny.train import TrainConfig, Trainer, build_token_model, evaluate
 
 
 def _ssmax_label(args) -> str:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, fields
 
-from tinygrad import Tensor, TinyJit, dtypes, nn
+from tinygrad import Tensor, TinyJit, Variable, dtypes, nn
 from tinygrad.helpers import TRAINING
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -150,7 +150,8 @@ class SSMaxAttention:
   `"window"` gives every row Edifice's single n = start_pos + T.
   The fused path folds s*log n + bias into q (a per-row rescaling of the logits) and calls tinygrad's
   scaled_dot_product_attention, so SSMax costs no kernel over softmax. The explicit path materialises the weights.
-  `cache=(k, v)` of earlier positions [B, H, start_pos, Hd] turns it into a decoding step; the new cache is returned.
+  `cache` [2, B, H, max_len, Hd] (a KVCache layer) turns it into a decoding step: the new keys and values are written at
+  start_pos.. and the query attends to all start_pos + T of them. start_pos may be a bound Variable (TinyJit decoding).
   """
 
   def __init__(self, hidden_size: int, num_heads: int, attention: str = "ssmax", seq_len_mode: str = "row",
@@ -180,35 +181,36 @@ class SSMaxAttention:
     return (Tensor.arange(T).reshape(T, 1) + start_pos + 1)                          # row i: keys 0..start_pos+i
 
   def __call__(self, x: Tensor, fused: bool = True, return_weights: bool = False, start_pos: int | Tensor = 0,
-               cache: tuple[Tensor, Tensor] | None = None):
+               cache: Tensor | None = None):
     B, T, C = x.shape
     q, k, v = self._heads(self.q(x)), self._heads(self.k(x)), self._heads(self.v(x))  # each (B, H, T, Hd)
     if self.positional == "rope":
       positions = Tensor.arange(T) + start_pos
       q, k = rope(q, positions), rope(k, positions)
     if cache is not None:
-      k, v = cache[0].cat(k, dim=2), cache[1].cat(v, dim=2)                       # (B, H, start_pos + T, Hd)
+      # write this step's keys and values into the cache, then read back all of them (tinygrad/llm/model.py does the same)
+      stored = Tensor(cache.uop.after(cache[:, :, :, start_pos:start_pos + T, :].uop.store(Tensor.stack(k, v).uop)))
+      k, v = stored[0, :, :, 0:start_pos + T, :], stored[1, :, :, 0:start_pos + T, :]  # (B, H, start_pos + T, Hd)
     T_k = k.shape[2]
     scale = self.ssmax.scale(self.key_counts(T, start_pos)) if self.ssmax is not None else None  # (T, 1) or (H, T, 1)
     # causal mask: query row i (absolute position start_pos + i) sees keys 0..start_pos+i
     mask = None
-    if cache is not None or T_k != T:
+    if cache is not None and T > 1:  # one new query sees every cached key: no mask (and no arange of a symbolic length)
       mask = Tensor.arange(T_k).reshape(1, T_k) <= (Tensor.arange(T).reshape(T, 1) + start_pos)  # (T, T_k)
     if fused and not return_weights:
       q = q * scale if scale is not None else q  # SSMax folded into q: ((s log n_i + b) q_i) . k_j = (s log n_i + b) z_ij
-      if mask is None: y = q.scaled_dot_product_attention(k, v, is_causal=True)
+      if cache is not None and mask is None: y = q.scaled_dot_product_attention(k, v)
+      elif mask is None: y = q.scaled_dot_product_attention(k, v, is_causal=True)
       else: y = q.scaled_dot_product_attention(k, v, attn_mask=mask)
       weights = None
     else:
       scores = q @ k.transpose(-2, -1) / math.sqrt(self.head_dim)                  # (B, H, T, T_k)
-      if mask is None: mask = Tensor.ones(T, T_k, dtype="bool").tril()
+      if mask is None: mask = Tensor.ones(T, T_k, dtype="bool").tril(T_k - T)
       weights = self.ssmax(scores, self.key_counts(T, start_pos), mask) if self.ssmax is not None else \
         mask.where(scores, -math.inf).softmax(-1)
       y = weights @ v                                                              # (B, H, T, Hd)
     y = self.out(y.transpose(1, 2).reshape(B, T, C))                               # (B, H, T, Hd) -> (B, T, C)
-    new_cache = (k, v) if cache is not None else None
-    if return_weights: return y, weights
-    return (y, new_cache) if cache is not None else y
+    return (y, weights) if return_weights else y
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -237,12 +239,10 @@ class TransformerBlock:
     self.ffn = FeedForward(hidden_size, out_std)
     self.dropout = dropout
 
-  def __call__(self, x: Tensor, fused: bool = True, start_pos: int | Tensor = 0, cache=None):
-    a = self.attn(self.ln1(x), fused=fused, start_pos=start_pos, cache=cache)
-    a, cache = a if cache is not None else (a, None)
-    x = x + a.dropout(self.dropout)
+  def __call__(self, x: Tensor, fused: bool = True, start_pos: int | Tensor = 0, cache: Tensor | None = None):
+    x = x + self.attn(self.ln1(x), fused=fused, start_pos=start_pos, cache=cache).dropout(self.dropout)
     x = x + self.ffn(self.ln2(x)).dropout(self.dropout)
-    return (x, cache) if cache is not None else x
+    return x
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -366,17 +366,52 @@ class SSMaxTransformer:
     """s of each layer (one value, or one per head) as Python floats."""
     return [m.s.numpy().reshape(-1).tolist() for m in self.ssmax_layers()]
 
-  def decode_step(self, x: Tensor, cache: list | None, start_pos: int | Tensor) -> tuple[Tensor, list]:
-    """One or more new positions x [B, T_new, embed_dim] given the KV cache of the start_pos earlier ones.
-    Returns (hidden [B, T_new, h] after the final LayerNorm, the new cache). n continues from the cache: start_pos + i + 1."""
+  def decode(self, x: Tensor, cache: KVCache, start_pos: int | Tensor) -> Tensor:
+    """New positions x [B, T_new, embed_dim] after the start_pos ones already in `cache`; their keys and values are written
+    into it. Returns hidden [B, T_new, h] after the final LayerNorm. n continues from the cache: start_pos + i + 1."""
     self.check_input(x)
     h = self.input_proj(x) if self.input_proj is not None else x
-    new_cache = []
-    for i, block in enumerate(self.blocks):
-      layer_cache = cache[i] if cache is not None else _empty_cache(h.shape[0], block.attn)
-      h, layer_cache = block(h, start_pos=start_pos, cache=layer_cache)
-      new_cache.append(layer_cache)
-    return self.ln_f(h), new_cache
+    for block, layer_cache in zip(self.blocks, cache.layers): h = block(h, start_pos=start_pos, cache=layer_cache)
+    return self.ln_f(h)
+
+
+class KVCache:
+  """Keys and values of every layer for decoding, preallocated: one [2, B, H, max_len, Hd] Tensor per layer."""
+
+  def __init__(self, model: SSMaxTransformer, batch_size: int, max_len: int):
+    _check_int("batch_size", batch_size)
+    _check_int("max_len", max_len)
+    self.max_len = max_len
+    self.layers = [Tensor.zeros(2, batch_size, b.attn.num_heads, max_len, b.attn.head_dim).contiguous().realize() for b in model.blocks]
+
+
+class Decoder:
+  """One position at a time through a TinyJit, the position a bound Variable (so one captured graph serves every step).
+
+  `prefill(x)` runs a prompt [B, T, embed_dim] eagerly; then each `step(x_t)` with x_t [B, 1, embed_dim] returns the
+  hidden state [B, h] of that position, equal to a full recompute (tests/test_model.py)."""
+
+  def __init__(self, model: SSMaxTransformer, batch_size: int, max_len: int):
+    self.model, self.cache, self.pos = model, KVCache(model, batch_size, max_len), 0
+    self.start_pos = Variable("start_pos", 0, max_len - 1)
+    self._jit = TinyJit(lambda x, start_pos: self.model.decode(x, self.cache, start_pos)[:, -1, :].contiguous().realize())
+
+  def _room(self, T: int) -> None:
+    if self.pos + T > self.cache.max_len:
+      raise ValueError(f"decoding {T} more position(s) after {self.pos} exceeds max_len={self.cache.max_len}")
+
+  def prefill(self, x: Tensor) -> Tensor:
+    self._room(x.shape[1])
+    h = self.model.decode(x, self.cache, self.pos).realize()
+    self.pos += x.shape[1]
+    return h
+
+  def step(self, x: Tensor) -> Tensor:
+    if x.ndim != 3 or x.shape[1] != 1: raise ValueError(f"x has shape {x.shape}: step takes one position, [batch, 1, embed_dim]")
+    self._room(1)
+    h = self._jit(x.contiguous().realize(), self.start_pos.bind(self.pos)).clone().realize()
+    self.pos += 1
+    return h
 
 
 class _JitCache:
@@ -390,10 +425,6 @@ class _JitCache:
   def get(self, key, make):
     if key not in self.jits: self.jits[key] = make()
     return self.jits[key]
-
-
-def _empty_cache(B: int, attn: SSMaxAttention) -> tuple[Tensor, Tensor]:
-  return Tensor.zeros(B, attn.num_heads, 0, attn.head_dim), Tensor.zeros(B, attn.num_heads, 0, attn.head_dim)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -14,7 +14,6 @@ import math
 import time
 from dataclasses import asdict, dataclass, fields
 
-import numpy as np
 from tinygrad import Context, Device, Tensor, TinyJit, dtypes, nn
 from tinygrad.nn.optim import AdamW, OptimizerGroup
 from tinygrad.nn.state import get_parameters, get_state_dict

@@ -1,6 +1,5 @@
 """Fault safety: runs killed mid-way, and bad input everywhere (command line, checkpoint files and configs)."""
 import json
-import os
 import signal
 import subprocess
 import sys

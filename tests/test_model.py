@@ -176,13 +176,14 @@ def test_kv_cache_decoding_equals_full_recompute():
   for opts in (dict(), dict(positional="rope", per_head=True, learn_bias=True)):
     model = st.build(8, **TINY, output_mode="all", **opts)
     _randomize_ssmax(model)
-    x = Tensor.randn(2, 7, 8).realize()
+    x = Tensor.randn(2, 9, 8).realize()
     full = model.forward(x).numpy()
-    h, cache = model.decode_step(x[:, :3].contiguous(), None, 0)   # a prompt of 3, then one position at a time
-    np.testing.assert_allclose(h.numpy(), full[:, :3], atol=TOL)
-    for pos in range(3, 7):
-      h, cache = model.decode_step(x[:, pos:pos + 1].contiguous(), cache, pos)
-      np.testing.assert_allclose(h.numpy()[:, 0], full[:, pos], atol=TOL)
+    dec = st.Decoder(model, batch_size=2, max_len=9)
+    np.testing.assert_allclose(dec.prefill(x[:, :3].contiguous()).numpy(), full[:, :3], atol=TOL)  # a prompt of 3, eagerly
+    for pos in range(3, 9):                                         # then one position at a time through the TinyJit
+      np.testing.assert_allclose(dec.step(x[:, pos:pos + 1]).numpy(), full[:, pos], atol=TOL)
+    with pytest.raises(ValueError, match="exceeds max_len=9"): dec.step(x[:, :1])
+
 
 
 def test_state_dict_holds_only_parameters_after_jit_capture():
@@ -191,3 +192,15 @@ def test_state_dict_holds_only_parameters_after_jit_capture():
   x = Tensor.randn(2, 6, 8).realize()
   for _ in range(3): model(x)
   assert set(get_state_dict(model)) == names
+
+
+@pytest.mark.slow
+def test_default_edifice_configuration_matches_reference():
+  # Edifice's defaults (hidden 256, 4 heads, 6 layers, window 60) at a small batch: the full-size model, through its JIT
+  model = st.build(64)
+  _randomize_ssmax(model)
+  x = Tensor.randn(2, 60, 64).realize()
+  params = {k: v.numpy() for k, v in get_state_dict(model).items()}
+  expected = ref.model(x.numpy(), params, asdict(model.config))
+  for _ in range(3): got = model(x).numpy()
+  np.testing.assert_allclose(got, expected, atol=TOL)

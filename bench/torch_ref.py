@@ -1,0 +1,64 @@
+"""A PyTorch implementation of the same SSMax transformer, for parity checks and side-by-side timing (bench/bench.py).
+
+Written from the paper and Edifice's description, not translated from ssmax_tiny/model.py: the parameter names match
+tinygrad's state dict so that one set of weights runs in both.
+"""
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class Attention(nn.Module):
+  def __init__(self, h, heads, attention="ssmax"):
+    super().__init__()
+    self.heads, self.attention = heads, attention
+    self.q, self.k, self.v, self.out = (nn.Linear(h, h) for _ in range(4))
+    if attention == "ssmax": self.ssmax = nn.Module(); self.ssmax.s = nn.Parameter(torch.ones(1))
+
+  def forward(self, x, fused=True):
+    B, T, C = x.shape
+    q, k, v = (f(x).view(B, T, self.heads, C // self.heads).transpose(1, 2) for f in (self.q, self.k, self.v))  # (B, H, T, Hd)
+    if self.attention == "ssmax":
+      n = torch.arange(1, T + 1, device=x.device, dtype=x.dtype).view(T, 1)   # causal row i sees i + 1 keys
+      q = q * (self.ssmax.s * torch.log(n))                                   # SSMax folded into the query
+    y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    return self.out(y.transpose(1, 2).reshape(B, T, C))
+
+
+class Block(nn.Module):
+  def __init__(self, h, heads, dropout, attention):
+    super().__init__()
+    self.ln1, self.ln2 = nn.LayerNorm(h), nn.LayerNorm(h)
+    self.attn = Attention(h, heads, attention)
+    self.ffn = nn.Module()
+    self.ffn.up, self.ffn.down = nn.Linear(h, 4 * h), nn.Linear(4 * h, h)
+    self.drop = nn.Dropout(dropout)
+
+  def forward(self, x):
+    x = x + self.drop(self.attn(self.ln1(x)))
+    return x + self.drop(self.ffn.down(F.gelu(self.ffn.up(self.ln2(x)))))
+
+
+class TorchSSMaxTransformer(nn.Module):
+  def __init__(self, embed_dim, hidden_size=256, num_heads=4, num_layers=6, dropout=0.1, attention="ssmax"):
+    super().__init__()
+    self.input_proj = nn.Linear(embed_dim, hidden_size) if embed_dim != hidden_size else None
+    self.blocks = nn.ModuleList(Block(hidden_size, num_heads, dropout, attention) for _ in range(num_layers))
+    self.ln_f = nn.LayerNorm(hidden_size)
+    self.drop = nn.Dropout(dropout)
+
+  def forward(self, x):
+    h = self.input_proj(x) if self.input_proj is not None else x
+    for i, block in enumerate(self.blocks):
+      h = block(h)
+      if i < len(self.blocks) - 1: h = self.drop(h)
+    return self.ln_f(h)[:, -1, :]
+
+
+def load_tinygrad_state(model: nn.Module, state: dict) -> None:
+  """state: name -> numpy array, from tinygrad.nn.state.get_state_dict."""
+  own = model.state_dict()
+  missing = sorted(set(own) - set(state))
+  if missing: raise ValueError(f"tinygrad state lacks {missing}")
+  model.load_state_dict({k: torch.from_numpy(state[k].copy()).reshape(own[k].shape) for k in own})
+
