@@ -26,22 +26,18 @@ def _int_list(text: str, minimum: int = 1) -> list[int]:
 def _seed_list(text: str) -> list[int]: return _int_list(text, minimum=0)
 
 
-def _positive_int(text: str) -> int:
-  try:
-    v = int(text)
-  except ValueError:
-    raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-  if v < 1: raise argparse.ArgumentTypeError(f"{v} must be >= 1")
-  return v
+def _int_at_least(minimum: int):
+  def parse(text: str) -> int:
+    try:
+      v = int(text)
+    except ValueError:
+      raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if v < minimum: raise argparse.ArgumentTypeError(f"{v} must be >= {minimum}")
+    return v
+  return parse
 
 
-def _nonneg_int(text: str) -> int:
-  try:
-    v = int(text)
-  except ValueError:
-    raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-  if v < 0: raise argparse.ArgumentTypeError(f"{v} must be >= 0")
-  return v
+_positive_int, _nonneg_int = _int_at_least(1), _int_at_least(0)
 
 
 def _model_args(p: argparse.ArgumentParser, positional: bool = True) -> None:
