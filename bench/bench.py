@@ -8,7 +8,8 @@ B = 8 at longer T), SSMax against softmax (time and kernels), the fused path aga
 tinygrad's own operation count, and the process's peak memory. Then, in this process, numpy's sgemm (the machine's
 matmul ceiling) and, when PyTorch is installed (the extra `torch`), a PyTorch model with the same weights, checked for
 parity first, run eager and under torch.compile where that works. Medians after warm-up. Writes bench/results.json
-and bench/results.md. bench/decode.py (KV-cache decoding against a full recompute) runs on each device too.
+and bench/results.md. bench/decode.py (KV-cache decoding against a full recompute) runs on each device too, and
+bench/data_parallel.py (one device against --data-parallel devices) once.
 """
 from __future__ import annotations
 
@@ -195,6 +196,11 @@ def report(results: dict) -> str:
       lines += ["", f"KV-cache decoding (batch {d['batch']}, prompt {d['prompt']}, {d['new']} new positions, one TinyJit step each): "
                 f"{d['cached_positions_per_s']:.1f} positions/s against {d['recompute_positions_per_s']:.1f} for a full recompute "
                 f"of the prefix, {d['speedup']:.1f}x."]
+  if "data_parallel" in results:
+    d = results["data_parallel"]
+    lines += ["", f"Data parallel (bench/data_parallel.py, token model hidden 128, batch {d['batch']}): training step "
+              f"{d['one_device_step_s']:.3f} s on one device, {d['sharded_step_s']:.3f} s split over {d['devices']}: "
+              f"speedup {d['speedup']:.2f}x."]
   if torch_rows:
     lines += ["", "### PyTorch eager (SSMax)", "", "| T | B | forward s | train step s | torch.compile forward s |", "|---|---|---|---|---|"]
     for (T, att), r in sorted(torch_rows.items()):
@@ -216,6 +222,8 @@ def main() -> int:
   p.add_argument("--quick", action="store_true", help="T = 60 only, 2 repeats: a few minutes")
   p.add_argument("--only", choices=["all", "tinygrad", "torch"], default="all", help="which side to run (default all)")
   p.add_argument("--no-compile", dest="compile", action="store_false", help="skip torch.compile")
+  p.add_argument("--data-parallel", default="CPU:0,CPU:1",
+                 help="devices for the data-parallel training-step comparison (default CPU:0,CPU:1; '' to skip)")
   p.add_argument("--out", type=Path, default=HERE / "results",
                  help="results.json and results.md go under this stem (default bench/results)")
   p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
@@ -246,6 +254,10 @@ def main() -> int:
       results["tinygrad"].append(json.loads(proc.stdout.strip().splitlines()[-1]))
       dec = subprocess.run([sys.executable, str(HERE / "decode.py")], env={**os.environ, "DEV": dev}, stdout=subprocess.PIPE, text=True)
       if dec.returncode == 0: results["tinygrad"][-1]["decode"] = json.loads(dec.stdout.strip().splitlines()[-1])
+  if args.only in ("all", "tinygrad") and args.data_parallel:
+    dp = subprocess.run([sys.executable, str(HERE / "data_parallel.py"), "--devices", args.data_parallel], stdout=subprocess.PIPE, text=True,
+                        env={**os.environ, "DEV": args.data_parallel.split(",")[0].split(":")[0]})
+    if dp.returncode == 0: results["data_parallel"] = json.loads(dp.stdout.strip().splitlines()[-1])
   results["torch"] = torch_side(args, state_file) if args.only in ("all", "torch") and state_file.exists() else \
     dict(skipped="no tinygrad run to compare with")
   state_file.unlink(missing_ok=True)
