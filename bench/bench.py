@@ -258,8 +258,9 @@ def main() -> int:
     dp = subprocess.run([sys.executable, str(HERE / "data_parallel.py"), "--devices", args.data_parallel], stdout=subprocess.PIPE, text=True,
                         env={**os.environ, "DEV": args.data_parallel.split(",")[0].split(":")[0]})
     if dp.returncode == 0: results["data_parallel"] = json.loads(dp.stdout.strip().splitlines()[-1])
-  results["torch"] = torch_side(args, state_file) if args.only in ("all", "torch") and state_file.exists() else \
-    dict(skipped="no tinygrad run to compare with")
+  if args.only == "tinygrad": results["torch"] = dict(skipped="not run (--only tinygrad)")
+  elif state_file.exists(): results["torch"] = torch_side(args, state_file)
+  else: results["torch"] = dict(skipped="not run: it needs a tinygrad run in the same invocation for the shared weights")
   state_file.unlink(missing_ok=True)
   args.out.parent.mkdir(parents=True, exist_ok=True)
   Path(f"{args.out}.json").write_text(json.dumps(results, indent=1))

@@ -4,8 +4,8 @@ A checkpoint is `NAME.json` (by default `checkpoint.json` in a run directory), w
 and the name, size and SHA-256 of its weights file `NAME-<step>-<hash>.safetensors` beside it. Saving writes the
 weights under a new name (temporary file, fsync, rename), then replaces NAME.json the same way: that rename is the
 single commit point. A crash before it leaves the previous checkpoint as it was; a crash after it leaves the new one
-whole. Only then is the previous weights file removed. Loading checks the JSON, the size and hash of the weights, and
-every tensor name and shape, and says what mismatched.
+whole. Only then are the previous weights file and any leftovers of an interrupted save removed. Loading checks the
+JSON, the size and hash of the weights, and every tensor name and shape, and says what mismatched.
 """
 from __future__ import annotations
 
@@ -67,7 +67,6 @@ def save(path: str | os.PathLike, tensors: dict[str, Tensor], meta: dict) -> Pat
   except OSError as e:
     raise CheckpointError(f"cannot create the checkpoint directory {str(jp.parent)!r}: {e.strerror or e}") from e
   if not os.access(jp.parent, os.W_OK): raise CheckpointError(f"checkpoint directory {str(jp.parent)!r} is not writable")
-  previous = _read_json(jp).get("weights") if jp.exists() else None
   stem = jp.stem
   fd, tmp = tempfile.mkstemp(dir=jp.parent, prefix=f".{stem}.", suffix=".safetensors.tmp")
   os.close(fd)
@@ -86,7 +85,11 @@ def save(path: str | os.PathLike, tensors: dict[str, Tensor], meta: dict) -> Pat
   except BaseException:
     tmp.unlink(missing_ok=True)
     raise
-  if previous and previous != weights: (jp.parent / previous).unlink(missing_ok=True)
+  # the new checkpoint is committed: remove the previous weights, and whatever a run killed mid-save left behind
+  # (temporary files, or weights renamed into place before their JSON was) -- one writer per checkpoint is assumed
+  stale = [*jp.parent.glob(f"{stem}-*.safetensors"), *jp.parent.glob(f".{jp.name}.*.tmp"), *jp.parent.glob(f".{stem}.*.safetensors.tmp")]
+  for f in stale:
+    if f.name != weights: f.unlink(missing_ok=True)
   return jp
 
 

@@ -52,6 +52,8 @@ def test_killed_run_leaves_a_loadable_checkpoint_and_resumes(tmp_path, sig):
   out = _cli("train", "--steps", str(step + 2), "--resume", "--out", str(run), *SMALL)
   assert out.returncode == 0, out.stderr
   assert f"resumed {run} at step {step}" in out.stdout and f"step {step + 2}:" in out.stdout
+  assert not [p.name for p in run.iterdir() if p.name.endswith(".tmp")], "the next save removes what the killed one left"
+  assert len([p for p in run.iterdir() if p.suffix == ".safetensors"]) == 1
 
 
 BAD_CLI = [
