@@ -220,7 +220,7 @@ def main() -> int:
   p.add_argument("--train-lengths", default="60,256", help="training-step lengths (default 60,256)")
   p.add_argument("--repeats", type=int, default=3, help="timed repeats after warm-up (default 3)")
   p.add_argument("--quick", action="store_true", help="T = 60 only, 2 repeats: a few minutes")
-  p.add_argument("--only", choices=["all", "tinygrad", "torch"], default="all", help="which side to run (default all)")
+  p.add_argument("--only", choices=["all", "tinygrad"], default="all", help="all, or tinygrad alone without PyTorch (default all)")
   p.add_argument("--no-compile", dest="compile", action="store_false", help="skip torch.compile")
   p.add_argument("--data-parallel", default="CPU:0,CPU:1",
                  help="devices for the data-parallel training-step comparison (default CPU:0,CPU:1; '' to skip)")
@@ -243,24 +243,23 @@ def main() -> int:
   state_file = Path(os.environ.get("TMPDIR", "/tmp")) / f"ssmax_tiny_bench_{os.getpid()}.npz"
   results = dict(machine=f"{os.cpu_count()} CPU cores, {sys.platform}", repeats=args.repeats, lengths=args.lengths, tinygrad=[])
   results["numpy_sgemm_gflops"] = numpy_sgemm_gflops()
-  if args.only in ("all", "tinygrad"):
-    for dev in tinygrad_devices(args.devices.split(",") if args.devices else None):
-      print(f"tinygrad {dev} ...", file=sys.stderr, flush=True)
-      cmd = [sys.executable, __file__, "--worker", dev, "--state-out", str(state_file), "--lengths", ",".join(map(str, args.lengths)),
-             "--train-lengths", ",".join(map(str, args.train_lengths)), "--repeats", str(args.repeats)]
-      proc = subprocess.run(cmd, env={**os.environ, "DEV": dev}, stdout=subprocess.PIPE, text=True)
-      if proc.returncode != 0:
-        print(f"tinygrad {dev} failed (exit {proc.returncode})", file=sys.stderr); continue
-      results["tinygrad"].append(json.loads(proc.stdout.strip().splitlines()[-1]))
-      dec = subprocess.run([sys.executable, str(HERE / "decode.py")], env={**os.environ, "DEV": dev}, stdout=subprocess.PIPE, text=True)
-      if dec.returncode == 0: results["tinygrad"][-1]["decode"] = json.loads(dec.stdout.strip().splitlines()[-1])
-  if args.only in ("all", "tinygrad") and args.data_parallel:
+  for dev in tinygrad_devices(args.devices.split(",") if args.devices else None):
+    print(f"tinygrad {dev} ...", file=sys.stderr, flush=True)
+    cmd = [sys.executable, __file__, "--worker", dev, "--state-out", str(state_file), "--lengths", ",".join(map(str, args.lengths)),
+           "--train-lengths", ",".join(map(str, args.train_lengths)), "--repeats", str(args.repeats)]
+    proc = subprocess.run(cmd, env={**os.environ, "DEV": dev}, stdout=subprocess.PIPE, text=True)
+    if proc.returncode != 0:
+      print(f"tinygrad {dev} failed (exit {proc.returncode})", file=sys.stderr); continue
+    results["tinygrad"].append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    dec = subprocess.run([sys.executable, str(HERE / "decode.py")], env={**os.environ, "DEV": dev}, stdout=subprocess.PIPE, text=True)
+    if dec.returncode == 0: results["tinygrad"][-1]["decode"] = json.loads(dec.stdout.strip().splitlines()[-1])
+  if args.data_parallel:
     dp = subprocess.run([sys.executable, str(HERE / "data_parallel.py"), "--devices", args.data_parallel], stdout=subprocess.PIPE, text=True,
                         env={**os.environ, "DEV": args.data_parallel.split(",")[0].split(":")[0]})
     if dp.returncode == 0: results["data_parallel"] = json.loads(dp.stdout.strip().splitlines()[-1])
   if args.only == "tinygrad": results["torch"] = dict(skipped="not run (--only tinygrad)")
   elif state_file.exists(): results["torch"] = torch_side(args, state_file)
-  else: results["torch"] = dict(skipped="not run: it needs a tinygrad run in the same invocation for the shared weights")
+  else: results["torch"] = dict(skipped="not run: no tinygrad device ran, so there are no shared weights to check parity with")
   state_file.unlink(missing_ok=True)
   args.out.parent.mkdir(parents=True, exist_ok=True)
   Path(f"{args.out}.json").write_text(json.dumps(results, indent=1))
