@@ -196,13 +196,19 @@ def fading_curve(s: float, max_n: int) -> dict:
   return dict(s=s, logits="-2 everywhere, +3 at one key", rows=rows)
 
 
-def _plot_fading(curve: dict, path: Path) -> bool:
+def _pyplot():
+  """matplotlib.pyplot drawing to files (the extra 'plot'), or None when it is not installed."""
   try:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
   except ImportError:
-    return False
+    return None
+  return plt
+
+
+def _plot_fading(curve: dict, path: Path) -> bool:
+  if (plt := _pyplot()) is None: return False
   fig, ax = plt.subplots(figsize=(5, 3.5))
   ns = [r["n"] for r in curve["rows"]]
   ax.plot(ns, [r["softmax"] for r in curve["rows"]], "o-", label="softmax")

@@ -15,7 +15,7 @@ from pathlib import Path
 from tinygrad.nn.state import get_state_dict
 from tqdm.auto import tqdm
 
-from ssmax_tiny.cli import _device, _fmt_s, _model_config, _plot_fading, _train_config, fading_curve
+from ssmax_tiny.cli import _device, _fmt_s, _model_config, _plot_fading, _pyplot, _train_config, fading_curve
 from ssmax_tiny.tasks import make_task
 from ssmax_tiny.train import TrainConfig, Trainer, build_token_model, evaluate
 
@@ -84,12 +84,7 @@ def _verdicts(summary: list[dict], lengths: list[int], window: int) -> list[str]
 
 
 def _plot_accuracy(summary: list[dict], lengths: list[int], window: int, path: Path, title: str) -> bool:
-  try:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-  except ImportError:
-    return False
+  if (plt := _pyplot()) is None: return False
   positionals = list(dict.fromkeys(r["positional"] for r in summary))
   fig, axes = plt.subplots(1, len(positionals), figsize=(5 * len(positionals), 3.8), squeeze=False, sharey=True)
   for ax, positional in zip(axes[0], positionals):
