@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: setup test test-slow test-cl demo bench lint clean
+.PHONY: setup test test-slow test-cl demo bench tune lint clean
 
 setup: $(STAMP)
 
@@ -36,6 +36,10 @@ demo: $(STAMP)  ## SSMax against softmax on long-context retrieval (under 10 min
 bench: $(STAMP)  ## side by side: tinygrad on each device present, numpy sgemm, PyTorch (installed here) -> bench/results.{json,md}
 	$(PY) -m pip install -q -e '.[torch]'
 	$(PY) bench/bench.py $(ARGS)
+
+tune: $(STAMP)  ## BEAM-search the default configuration's kernels once (cached by tinygrad), then compare -> bench/tuned.{json,md}
+	$(PY) -m pip install -q -e '.[torch]'
+	$(PY) bench/tune.py $(ARGS)
 
 lint: $(STAMP)
 	$(PY) -m ruff check ssmax_tiny tests examples bench

@@ -11,7 +11,8 @@ References
   plain softmax and s gets no gradient. We implement the paper's multiplicative form (tests/test_compute.py shows both).
 - Su et al., "RoFormer" (arXiv:2104.09864): rotary position embedding, the optional `positional="rope"`.
 - Radford et al., GPT-2 / karpathy's nanoGPT: pre-LayerNorm blocks, N(0, 0.02) weights, residual projections scaled.
-- tinygrad 0.14: `Tensor.scaled_dot_product_attention` (tinygrad/mixin/rand.py) is the fused path we fold SSMax into;
+- tinygrad 0.14: `Tensor.scaled_dot_product_attention` (tinygrad/mixin/rand.py) is what `attend`, the fused path we fold
+  SSMax into, follows (with the weights realised before they meet v: see `attend`);
   `TinyJit` (tinygrad/engine/jit.py) freezes Python numbers at capture (test/unit/test_jit_footguns.py), so every
   per-call quantity here (positions, log n) is derived from tensor shapes or a bound Variable, never a Python number.
 
@@ -143,13 +144,25 @@ def rope(x: Tensor, positions: Tensor, base: float = 10000.0) -> Tensor:
   return x * angle.cos() + (x @ Tensor(rotate)) * angle.sin()
 
 
+def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) -> Tensor:
+  """softmax(q k^T / sqrt(Hd)) v over q [B, H, T, Hd], k and v [B, H, T_k, Hd]; mask [T, T_k] bool, True = may attend.
+
+  What tinygrad's Tensor.scaled_dot_product_attention computes (tinygrad/mixin/rand.py), with one change: the weights
+  are made contiguous (realised) before they meet v. Left lazy, tinygrad fuses exp(z - max) / sum into the kernel that
+  multiplies with v and recomputes it for every column of the output: forward and backward of one attention at T = 1024
+  ran 6x slower, at T = 60 2.2x (bench/attention_layout.py)."""
+  scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])                      # (B, H, T, T_k)
+  if mask is not None: scores = mask.where(scores, -math.inf)
+  return scores.softmax(-1).contiguous() @ v                                       # (B, H, T, T_k) @ (B, H, T_k, Hd)
+
+
 class SSMaxAttention:
   """Causal multi-head attention: q, k, v, out Linear layers (with bias), scores / sqrt(head_dim), SSMax or softmax.
 
   n, the number of keys a query sees: `seq_len_mode="row"` gives row i n = start_pos + i + 1 (the paper's causal n);
   `"window"` gives every row Edifice's single n = start_pos + T.
-  The fused path folds s*log n + bias into q (a per-row rescaling of the logits) and calls tinygrad's
-  scaled_dot_product_attention, so SSMax costs no kernel over softmax. The explicit path materialises the weights.
+  The fused path folds s*log n + bias into q (a per-row rescaling of the logits) and calls `attend`, so SSMax costs no
+  kernel over softmax. The explicit path computes the weights with `compute` and can return them.
   `cache` [2, B, H, max_len, Hd] (a KVCache layer) turns it into a decoding step: the new keys and values are written at
   start_pos.. and the query attends to all start_pos + T of them. start_pos may be a bound Variable (TinyJit decoding).
   """
@@ -197,18 +210,16 @@ class SSMaxAttention:
     mask = None
     if cache is not None and T > 1:  # one new query sees every cached key: no mask (and no arange of a symbolic length)
       mask = Tensor.arange(T_k).reshape(1, T_k) <= (Tensor.arange(T).reshape(T, 1) + start_pos)  # (T, T_k)
+    if mask is None and cache is None: mask = Tensor.ones(T, T_k, dtype="bool").tril()  # causal, T_k == T
     if fused and not return_weights:
       q = q * scale if scale is not None else q  # SSMax folded into q: ((s log n_i + b) q_i) . k_j = (s log n_i + b) z_ij
-      if cache is not None and mask is None: y = q.scaled_dot_product_attention(k, v)
-      elif mask is None: y = q.scaled_dot_product_attention(k, v, is_causal=True)
-      else: y = q.scaled_dot_product_attention(k, v, attn_mask=mask)
-      weights = None
+      y, weights = attend(q, k, v, mask), None
     else:
       scores = q @ k.transpose(-2, -1) / math.sqrt(self.head_dim)                  # (B, H, T, T_k)
-      if mask is None: mask = Tensor.ones(T, T_k, dtype="bool").tril(T_k - T)
+      if mask is None: mask = Tensor.ones(T, T_k, dtype="bool")                     # one new query sees every cached key
       weights = self.ssmax(scores, self.key_counts(T, start_pos), mask) if self.ssmax is not None else \
         mask.where(scores, -math.inf).softmax(-1)
-      y = weights @ v                                                              # (B, H, T, Hd)
+      y = weights.contiguous() @ v                                                 # (B, H, T, Hd); see attend()
     y = self.out(y.transpose(1, 2).reshape(B, T, C))                               # (B, H, T, Hd) -> (B, T, C)
     return (y, weights) if return_weights else y
 

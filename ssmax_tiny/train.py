@@ -1,6 +1,7 @@
 """Training beside the model: a token model for the retrieval tasks, AdamW with the paper's recipe, one TinyJit step.
 
-- TokenModel: token embedding -> Edifice's SSMaxTransformer ([batch, hidden] at the last position) -> linear head.
+- TokenModel: token embedding -> Edifice's SSMaxTransformer ([batch, hidden] at the last position) -> linear head;
+  `generate` decodes greedily through the KV cache (ssmax_tiny.Decoder).
 - AdamW (arXiv:1711.05101) with betas (0.9, 0.95), weight decay 0.1 on weights of rank >= 2 only, global gradient-norm
   clipping at 1.0, linear warmup then cosine decay to 10%: the recipe of arXiv:2501.19399 Section 4 (GPT-2 style).
 - The whole step (forward, loss, backward, clipping, optimizer update) is one TinyJit function, as in tinygrad's
@@ -14,12 +15,13 @@ import math
 import time
 from dataclasses import asdict, dataclass, fields
 
+import numpy as np
 from tinygrad import Context, Device, Tensor, TinyJit, dtypes, nn
 from tinygrad.nn.optim import AdamW, OptimizerGroup
 from tinygrad.nn.state import get_parameters, get_state_dict
 from tqdm.auto import tqdm
 
-from ssmax_tiny.model import SSMaxConfig, SSMaxTransformer, _linear
+from ssmax_tiny.model import Decoder, SSMaxConfig, SSMaxTransformer, _linear
 from ssmax_tiny.tasks import RetrievalTask, batch_rng
 
 
@@ -35,6 +37,35 @@ class TokenModel:
 
   def __call__(self, tokens: Tensor) -> Tensor:
     return self.head(self.body.forward(self.embed(tokens)))  # (B, T) -> (B, T, E) -> (B, h) -> (B, classes)
+
+  def generate(self, tokens, max_new_tokens: int, token_of_class=None, return_logits: bool = False):
+    """Greedy decoding with the KV cache: the prompt tokens [B, T0] once, then one position at a time through
+    ssmax_tiny.Decoder (its TinyJit step, the position a bound Variable; n continues from the cache).
+
+    The head predicts one of num_classes classes; `token_of_class` maps an int array of classes to the token ids fed
+    back (default: the identity, allowed only when num_classes == vocab_size, i.e. a next-token model). Returns the new
+    tokens [B, max_new_tokens] as numpy int32 (and the logits [B, max_new_tokens, classes] with return_logits)."""
+    prompt = tokens.numpy() if isinstance(tokens, Tensor) else np.asarray(tokens)
+    if prompt.ndim != 2 or prompt.shape[1] < 1 or not np.issubdtype(prompt.dtype, np.integer):
+      raise ValueError(f"tokens has shape {prompt.shape} and dtype {prompt.dtype}: expected integer ids [batch, T >= 1]")
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+      raise ValueError(f"max_new_tokens={max_new_tokens!r} must be an int >= 1")
+    vocab, classes = self.embed.weight.shape[0], self.head.weight.shape[0]
+    if token_of_class is None:
+      if classes != vocab:
+        raise ValueError(f"the head predicts {classes} classes, not the {vocab} tokens of the vocabulary: pass token_of_class")
+      token_of_class = lambda c: c  # noqa: E731
+    B, T0 = prompt.shape
+    decoder = Decoder(self.body, B, T0 + max_new_tokens - 1)  # the last generated token is never fed back
+    h = decoder.prefill(self.embed(Tensor(prompt.astype(np.int32))))[:, -1, :]     # (B, T0, h) -> (B, h)
+    new, logits = [], []
+    for i in range(max_new_tokens):
+      out = self.head(h).numpy()                                                      # (B, classes)
+      tok = np.asarray(token_of_class(out.argmax(-1)), dtype=np.int32).reshape(B)
+      if tok.min() < 0 or tok.max() >= vocab: raise ValueError(f"token_of_class gave ids {tok.tolist()} outside [0, {vocab})")
+      new.append(tok); logits.append(out)
+      if i < max_new_tokens - 1: h = decoder.step(self.embed(Tensor(tok).reshape(B, 1)))
+    return (np.stack(new, 1), np.stack(logits, 1)) if return_logits else np.stack(new, 1)
 
 
 @dataclass(frozen=True)
