@@ -191,6 +191,13 @@ def report(results: dict) -> str:
                    f"{tr(s, 'train_step_s')} / {tr(x, 'train_step_s')} | {ratio(x, s, 'train_step_s')} | "
                    f"{s.get('train_kernels', '-')} / {x.get('train_kernels', '-')} | {x['forward_gflops']:.1f}, "
                    f"{x.get('train_gflops', float('nan')):.1f} | {vs_torch} |")
+    Ts = sorted(T for T in {r["T"] for r in dev["rows"]} if (T, "ssmax") in torch_rows)
+    if len(Ts) > 1:  # how cost grows with T: forward time per token (B * T) at the longest length over the shortest
+      a, b = rows[(Ts[0], "ssmax")], rows[(Ts[-1], "ssmax")]
+      ta, tb = torch_rows[(Ts[0], "ssmax")], torch_rows[(Ts[-1], "ssmax")]
+      per_tok = lambda r: r["forward_s"] / (r["B"] * r["T"])  # noqa: E731
+      lines += ["", f"Forward time per token, T = {Ts[-1]} over T = {Ts[0]}: tinygrad {per_tok(b) / per_tok(a):.2f}x, "
+                f"PyTorch {per_tok(tb) / per_tok(ta):.2f}x (attention's share grows with T in both)."]
     if "decode" in dev:
       d = dev["decode"]
       lines += ["", f"KV-cache decoding (batch {d['batch']}, prompt {d['prompt']}, {d['new']} new positions, one TinyJit step each): "

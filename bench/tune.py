@@ -11,7 +11,9 @@ back. A new shape (another batch size or length) searches again. Then PyTorch (w
 the ratio. Writes bench/tuned.json and bench/tuned.md.
 
 The search is slow on this 2-core machine (each candidate kernel is compiled and timed): the first `make tune` on a
-device takes tens of minutes; a second one, with the cache warm, takes about as long as the benchmark itself.
+device takes tens of minutes; a second one, with the cache warm, takes about as long as the benchmark itself. On the
+CL device through PoCL a work-group runs on one core, and candidates with large work-groups took 47 to 123 s each to
+time; the search there is limited to work-groups of 16 (--local-max).
 """
 from __future__ import annotations
 
@@ -32,8 +34,11 @@ def run_worker(dev: str, args, state_file: Path, beam: int) -> tuple[dict | None
   cmd = [sys.executable, str(HERE / "bench.py"), "--worker", dev, "--state-out", str(state_file), "--lengths",
          ",".join(map(str, args.lengths)), "--train-lengths", ",".join(map(str, args.lengths)), "--repeats", str(args.repeats)]
   env = {**os.environ, "DEV": dev}
-  if beam: env["JITBEAM"] = str(beam)
-  else: env.pop("JITBEAM", None); env.pop("BEAM", None)
+  env.pop("JITBEAM", None); env.pop("BEAM", None)
+  if beam:
+    env["JITBEAM"] = str(beam)
+    if args.local_max is not None: env["BEAM_LOCAL_MAX"] = str(args.local_max)
+    elif dev.split(":")[0] in ("CL", "CPU"): env.setdefault("BEAM_LOCAL_MAX", "16")
   t0 = time.perf_counter()
   proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, text=True)
   wall = time.perf_counter() - t0
@@ -79,6 +84,9 @@ def main() -> int:
   p.add_argument("--beam", type=int, default=1, help="beam width (default 1; 2 searches about twice as long)")
   p.add_argument("--lengths", default="60", help="lengths T to tune and measure (default 60, the Edifice window)")
   p.add_argument("--repeats", type=int, default=3, help="timed repeats after warm-up (default 3)")
+  p.add_argument("--local-max", type=int, default=None,
+                 help="largest work-group the search tries (tinygrad's BEAM_LOCAL_MAX; default 16 on CL and CPU, where a "
+                      "work-group runs on one core and large ones took minutes per candidate on PoCL; 1024 elsewhere)")
   p.add_argument("--no-torch", dest="torch", action="store_false", help="skip the PyTorch comparison")
   p.add_argument("--out", type=Path, default=HERE / "tuned", help="output stem (default bench/tuned -> .json, .md)")
   args = p.parse_args()
