@@ -69,6 +69,8 @@ def report(results: dict) -> str:
                      f"{t[key]:.3f} | {vs(p[key])} | {vs(r[key])} | {r[gf] / r[key]:.1f} |" if key in t else
                      f"| {r['T']} | {r['attention']} | {name} | {p[key]:.3f} | {r[key]:.3f} | {p[key] / r[key]:.2f}x | - | - | - | "
                      f"{r[gf] / r[key]:.1f} |")
+    lines += ["", f"Plain 1024 matmul: {dev['heuristic']['matmul_1024_gflops']:.1f} GFLOP/s with the heuristics, "
+              f"{dev['beam']['matmul_1024_gflops']:.1f} tuned."]
     rows = {(r["T"], r["attention"]): r for r in dev["beam"]["rows"]}
     for T in results["lengths"]:
       s, x = rows.get((T, "softmax")), rows.get((T, "ssmax"))

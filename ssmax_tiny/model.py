@@ -144,14 +144,16 @@ def rope(x: Tensor, positions: Tensor, base: float = 10000.0) -> Tensor:
   return x * angle.cos() + (x @ Tensor(rotate)) * angle.sin()
 
 
-def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) -> Tensor:
-  """softmax(q k^T / sqrt(Hd)) v over q [B, H, T, Hd], k and v [B, H, T_k, Hd]; mask [T, T_k] bool, True = may attend.
+def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, causal: bool = False) -> Tensor:
+  """softmax(q k^T / sqrt(Hd)) v over q [B, H, T, Hd], k and v [B, H, T_k, Hd]; mask [T, T_k] bool, True = may attend;
+  causal=True masks key j > query i (T == T_k), with the mask made on the scores' device(s), sharded ones included.
 
   What tinygrad's Tensor.scaled_dot_product_attention computes (tinygrad/mixin/rand.py), with one change: the weights
   are made contiguous (realised) before they meet v. Left lazy, tinygrad fuses exp(z - max) / sum into the kernel that
   multiplies with v and recomputes it for every column of the output: forward and backward of one attention at T = 1024
   ran 6x slower, at T = 60 2.2x (bench/attention_layout.py)."""
   scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])                      # (B, H, T, T_k)
+  if causal: mask = scores.const_like(True, dtypes.bool).tril()
   if mask is not None: scores = mask.where(scores, -math.inf)
   return scores.softmax(-1).contiguous() @ v                                       # (B, H, T, T_k) @ (B, H, T_k, Hd)
 
@@ -210,16 +212,16 @@ class SSMaxAttention:
     mask = None
     if cache is not None and T > 1:  # one new query sees every cached key: no mask (and no arange of a symbolic length)
       mask = Tensor.arange(T_k).reshape(1, T_k) <= (Tensor.arange(T).reshape(T, 1) + start_pos)  # (T, T_k)
-    if mask is None and cache is None: mask = Tensor.ones(T, T_k, dtype="bool").tril()  # causal, T_k == T
     if fused and not return_weights:
       # SSMax folded into q: ((s log n_i + b) q_i) . k_j = (s log n_i + b) z_ij. contiguous_backward realises the gradient
       # that reaches q's projection (dq * scale) once; left lazy, the two matmuls that read it (the weight's and the
       # input's gradient) recomputed it with a per-row index inside their loops: training step 8% over softmax, not 0-3%
       if scale is not None: q = q.contiguous_backward() * scale
-      y, weights = attend(q, k, v, mask), None
+      y, weights = attend(q, k, v, mask, causal=cache is None), None
     else:
       scores = q @ k.transpose(-2, -1) / math.sqrt(self.head_dim)                  # (B, H, T, T_k)
-      if mask is None: mask = Tensor.ones(T, T_k, dtype="bool")                     # one new query sees every cached key
+      if mask is None:  # causal without a cache (T_k == T); with one, a single new query sees every cached key
+        mask = scores.const_like(True, dtypes.bool) if cache is not None else scores.const_like(True, dtypes.bool).tril()
       weights = self.ssmax(scores, self.key_counts(T, start_pos), mask) if self.ssmax is not None else \
         mask.where(scores, -math.inf).softmax(-1)
       y = weights.contiguous() @ v                                                 # (B, H, T, Hd); see attend()

@@ -1,0 +1,71 @@
+"""Which kernels dominate: per-kernel time of one jitted training step (or forward) of the default Edifice model.
+
+  DEV=CL python bench/profile_step.py [--mode train|forward] [--length 60] [--attention ssmax] [--top 15]
+
+Runs the step as bench/bench.py does (TinyJit, AdamW, B = 32 at T <= 64, else 8), then replays it once with tinygrad's
+DEBUG=2, which times every kernel, and sums the times by kernel name. Kernel names are tinygrad's: r_ is a reduction
+(a matmul, a sum), E_ elementwise; the numbers are the loop sizes. GFLOP/s is tinygrad's own count over the kernel time.
+"""
+import argparse
+import collections
+import contextlib
+import io
+import re
+import time
+
+from tinygrad import Context, Device, Tensor, TinyJit
+from tinygrad.nn.optim import AdamW
+from tinygrad.nn.state import get_parameters
+
+import ssmax_tiny
+
+CONFIG = dict(embed_dim=64, hidden_size=256, num_heads=4, num_layers=6, dropout=0.1)
+LINE = re.compile(r"\*\*\* \S+\s+\d+ (\S+).*?tm\s+([\d.]+)(us|ms|s)/.*?\(\s*(\d+) GFLOPS")
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def main():
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument("--mode", choices=["train", "forward"], default="train", help="training step or forward (default train)")
+  p.add_argument("--length", type=int, default=60, help="T (default 60; B = 32 at T <= 64, else 8)")
+  p.add_argument("--attention", choices=["ssmax", "softmax"], default="ssmax")
+  p.add_argument("--top", type=int, default=15, help="kernels to list (default 15)")
+  a = p.parse_args()
+  T = a.length
+  B = 32 if T <= 64 else 8
+  Tensor.manual_seed(0)
+  m = ssmax_tiny.build(**CONFIG, window_size=T, attention=a.attention)
+  Tensor.realize(*get_parameters(m))
+  opt = AdamW([t for t in get_parameters(m) if t.is_param], lr=1e-4, b1=0.9, b2=0.95, weight_decay=0.1)
+  x, target = Tensor.randn(B, T, CONFIG["embed_dim"]).realize(), Tensor.randn(B, CONFIG["hidden_size"]).realize()
+
+  def train_step(v, t):
+    opt.zero_grad()
+    loss = (m.forward(v) - t).square().mean()
+    loss.backward()
+    Tensor.realize(loss, *opt.schedule_step())
+    return loss
+  step = TinyJit(train_step) if a.mode == "train" else TinyJit(lambda v, t: m.forward(v).contiguous().realize())
+  with Context(TRAINING=int(a.mode == "train")):
+    for _ in range(3): step(x, target).numpy()
+    t0 = time.perf_counter()
+    for _ in range(3): step(x, target).numpy()
+    wall = (time.perf_counter() - t0) / 3
+    log = io.StringIO()
+    with contextlib.redirect_stdout(log), Context(DEBUG=2): step(x, target).numpy()
+  per = collections.defaultdict(lambda: [0, 0.0, 0])
+  for line in log.getvalue().splitlines():
+    if (hit := LINE.search(ANSI.sub("", line))) is None: continue
+    ms = float(hit.group(2)) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[hit.group(3)]
+    k = per[hit.group(1)]
+    k[0] += 1; k[1] += ms; k[2] = int(hit.group(4))
+  total = sum(k[1] for k in per.values())
+  print(f"{Device.DEFAULT} {a.mode} T={T} B={B} {a.attention}: {wall:.3f} s per step; kernels timed one by one "
+        f"{total / 1e3:.3f} s, {sum(k[0] for k in per.values())} kernels, {len(per)} names")
+  print("| ms | share | count | GFLOP/s | kernel |\n|---|---|---|---|---|")
+  for name, (n, ms, gf) in sorted(per.items(), key=lambda kv: -kv[1][1])[:a.top]:
+    print(f"| {ms:.1f} | {100 * ms / total:.1f}% | {n} | {gf} | {name} |")
+
+
+if __name__ == "__main__":
+  main()
