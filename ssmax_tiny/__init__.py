@@ -8,6 +8,7 @@ from ssmax_tiny.model import (
   SSMaxConfig,
   SSMaxTransformer,
   TransformerBlock,
+  attend,
   build,
   build_ssmax_attention,
   compute,
@@ -17,5 +18,5 @@ from ssmax_tiny.model import (
 )
 
 __version__ = "0.1.0"
-__all__ = ["Decoder", "KVCache", "SSMax", "SSMaxAttention", "SSMaxConfig", "SSMaxTransformer", "TransformerBlock", "FeedForward", "build",
+__all__ = ["Decoder", "KVCache", "SSMax", "SSMaxAttention", "SSMaxConfig", "SSMaxTransformer", "TransformerBlock", "FeedForward", "attend", "build",
            "build_ssmax_attention", "compute", "layer", "output_size", "ssmax_scale"]

@@ -150,8 +150,8 @@ def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, causal: 
 
   What tinygrad's Tensor.scaled_dot_product_attention computes (tinygrad/mixin/rand.py), with one change: the weights
   are made contiguous (realised) before they meet v. Left lazy, tinygrad fuses exp(z - max) / sum into the kernel that
-  multiplies with v and recomputes it for every column of the output: forward and backward of one attention at T = 1024
-  ran 6x slower, at T = 60 2.2x (bench/attention_layout.py)."""
+  multiplies with v and recomputes it for every column of the output: forward and backward of one attention ran 1.6x
+  slower at T = 60, 3.3x at T = 256, 2.8x at T = 1024 on the CL device (bench/attention_layout.py)."""
   scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])                      # (B, H, T, T_k)
   if causal: mask = scores.const_like(True, dtypes.bool).tril()
   if mask is not None: scores = mask.where(scores, -math.inf)

@@ -204,3 +204,16 @@ def test_default_edifice_configuration_matches_reference():
   expected = ref.model(x.numpy(), params, asdict(model.config))
   for _ in range(3): got = model(x).numpy()
   np.testing.assert_allclose(got, expected, atol=TOL)
+
+
+@pytest.mark.parametrize("T_q,T_k,causal", [(5, 5, True), (3, 7, False), (1, 4, False)])
+def test_attend_matches_float64_attention(T_q, T_k, causal):
+  q, k, v = np.random.randn(2, 3, T_q, 4), np.random.randn(2, 3, T_k, 4), np.random.randn(2, 3, T_k, 4)
+  mask = np.tril(np.ones((T_q, T_k), bool)) if causal else np.random.rand(T_q, T_k) < 0.7
+  mask[:, 0] = True                                                 # every row keeps a key
+  want = ref.softmax(q @ k.swapaxes(-1, -2) / 2.0, mask) @ v        # sqrt(head_dim 4) = 2
+  args = [Tensor(a.astype(np.float32)) for a in (q, k, v)]
+  got = st.attend(*args, causal=True) if causal else st.attend(*args, Tensor(mask))
+  np.testing.assert_allclose(got.numpy(), want, atol=TOL)
+  if causal:  # and what tinygrad's own attention computes
+    np.testing.assert_allclose(got.numpy(), args[0].scaled_dot_product_attention(args[1], args[2], is_causal=True).numpy(), atol=TOL)
