@@ -38,11 +38,26 @@ def _median_time(fn, repeats: int, warmup: int = 2) -> float:
   return statistics.median(times)
 
 
+def train_step_fn(m):
+  """The benchmark's training step for model m: MSE against a target, backward, AdamW (the paper's betas and decay)."""
+  from tinygrad import Tensor
+  from tinygrad.nn.optim import AdamW
+  from tinygrad.nn.state import get_parameters
+  opt = AdamW([p for p in get_parameters(m) if p.is_param], lr=1e-4, b1=0.9, b2=0.95, weight_decay=0.1)
+
+  def step(v, t):
+    opt.zero_grad()
+    loss = (m.forward(v) - t).square().mean()
+    loss.backward()
+    Tensor.realize(loss, *opt.schedule_step())
+    return loss
+  return step
+
+
 # ---------------------------------------------------------------- tinygrad worker (one device per process)
 def worker(args) -> dict:
   import numpy as np
   from tinygrad import Context, Device, GlobalCounters, Tensor, TinyJit
-  from tinygrad.nn.optim import AdamW
   from tinygrad.nn.state import get_parameters, get_state_dict
 
   import ssmax_tiny
@@ -75,16 +90,8 @@ def worker(args) -> dict:
         row["explicit_forward_s"] = _median_time(lambda: explicit(x).numpy(), args.repeats)
         row["explicit_forward_kernels"] = count(lambda: m.forward(x, fused=False).realize())[0]
       if T in args.train_lengths:
-        params = [p for p in get_parameters(m) if p.is_param]
-        opt = AdamW(params, lr=1e-4, b1=0.9, b2=0.95, weight_decay=0.1)
         target = Tensor.randn(B, CONFIG["hidden_size"]).realize()
-
-        def step_fn(v, t):
-          opt.zero_grad()
-          loss = (m.forward(v) - t).square().mean()
-          loss.backward()
-          Tensor.realize(loss, *opt.schedule_step())
-          return loss
+        step_fn = train_step_fn(m)
         step = TinyJit(step_fn)
         with Context(TRAINING=1):
           kernels_t, ops_t = count(lambda: step_fn(x, target).item())

@@ -2,7 +2,7 @@
 
   DEV=CL python bench/profile_step.py [--mode train|forward] [--length 60] [--attention ssmax] [--top 15]
 
-Runs the step as bench/bench.py does (TinyJit, AdamW, B = 32 at T <= 64, else 8), then replays it once with tinygrad's
+Runs bench/bench.py's step (TinyJit, AdamW, B = 32 at T <= 64, else 8), then replays it once with tinygrad's
 DEBUG=2, which times every kernel, and sums the times by kernel name. Kernel names are tinygrad's: r_ is a reduction
 (a matmul, a sum), E_ elementwise; the numbers are the loop sizes. GFLOP/s is tinygrad's own count over the kernel time.
 """
@@ -14,12 +14,11 @@ import re
 import time
 
 from tinygrad import Context, Device, Tensor, TinyJit
-from tinygrad.nn.optim import AdamW
 from tinygrad.nn.state import get_parameters
 
 import ssmax_tiny
+from bench import CONFIG, batch_for, train_step_fn
 
-CONFIG = dict(embed_dim=64, hidden_size=256, num_heads=4, num_layers=6, dropout=0.1)
 LINE = re.compile(r"\*\*\* \S+\s+\d+ (\S+).*?tm\s+([\d.]+)(us|ms|s)/.*?\(\s*(\d+) GFLOPS")
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
@@ -32,20 +31,12 @@ def main():
   p.add_argument("--top", type=int, default=15, help="kernels to list (default 15)")
   a = p.parse_args()
   T = a.length
-  B = 32 if T <= 64 else 8
+  B = batch_for(T)
   Tensor.manual_seed(0)
   m = ssmax_tiny.build(**CONFIG, window_size=T, attention=a.attention)
   Tensor.realize(*get_parameters(m))
-  opt = AdamW([t for t in get_parameters(m) if t.is_param], lr=1e-4, b1=0.9, b2=0.95, weight_decay=0.1)
   x, target = Tensor.randn(B, T, CONFIG["embed_dim"]).realize(), Tensor.randn(B, CONFIG["hidden_size"]).realize()
-
-  def train_step(v, t):
-    opt.zero_grad()
-    loss = (m.forward(v) - t).square().mean()
-    loss.backward()
-    Tensor.realize(loss, *opt.schedule_step())
-    return loss
-  step = TinyJit(train_step) if a.mode == "train" else TinyJit(lambda v, t: m.forward(v).contiguous().realize())
+  step = TinyJit(train_step_fn(m)) if a.mode == "train" else TinyJit(lambda v, t: m.forward(v).contiguous().realize())
   with Context(TRAINING=int(a.mode == "train")):
     for _ in range(3): step(x, target).numpy()
     t0 = time.perf_counter()

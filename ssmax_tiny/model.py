@@ -221,7 +221,8 @@ class SSMaxAttention:
     else:
       scores = q @ k.transpose(-2, -1) / math.sqrt(self.head_dim)                  # (B, H, T, T_k)
       if mask is None:  # causal without a cache (T_k == T); with one, a single new query sees every cached key
-        mask = scores.const_like(True, dtypes.bool) if cache is not None else scores.const_like(True, dtypes.bool).tril()
+        mask = scores.const_like(True, dtypes.bool)
+        if cache is None: mask = mask.tril()
       weights = self.ssmax(scores, self.key_counts(T, start_pos), mask) if self.ssmax is not None else \
         mask.where(scores, -math.inf).softmax(-1)
       y = weights.contiguous() @ v                                                 # (B, H, T, Hd); see attend()

@@ -54,7 +54,7 @@ class TokenModel:
     if token_of_class is None:
       if classes != vocab:
         raise ValueError(f"the head predicts {classes} classes, not the {vocab} tokens of the vocabulary: pass token_of_class")
-      token_of_class = lambda c: c  # noqa: E731
+      token_of_class = lambda c: c
     B, T0 = prompt.shape
     decoder = Decoder(self.body, B, T0 + max_new_tokens - 1)  # the last generated token is never fed back
     h = decoder.prefill(self.embed(Tensor(prompt.astype(np.int32))))[:, -1, :]     # (B, T0, h) -> (B, h)

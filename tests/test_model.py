@@ -185,7 +185,6 @@ def test_kv_cache_decoding_equals_full_recompute():
     with pytest.raises(ValueError, match="exceeds max_len=9"): dec.step(x[:, :1])
 
 
-
 def test_state_dict_holds_only_parameters_after_jit_capture():
   model = st.build(8, **TINY)
   names = set(get_state_dict(model))
