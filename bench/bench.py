@@ -4,7 +4,7 @@
 
 For each tinygrad device present (each in its own process, DEV=...): forward (TinyJit) and training step (TinyJit,
 AdamW) of the default Edifice configuration (embed 64, hidden 256, 4 heads, 6 layers, dropout 0.1; B = 32 at T = 60,
-B = 8 at longer T), SSMax against softmax (time and kernels), the fused path against the explicit one, GFLOP/s from
+B = 8 at longer T), SSMax against softmax (time and kernels), the folded path (scale folded into q) against the explicit one, GFLOP/s from
 tinygrad's own operation count, and the process's peak memory. Then, in this process, numpy's sgemm (the machine's
 matmul ceiling) and, when PyTorch is installed (the extra `torch`), a PyTorch model with the same weights, checked for
 parity first, run eager and under torch.compile where that works. Medians after warm-up. Writes bench/results.json
@@ -83,12 +83,12 @@ def worker(args) -> dict:
         np.savez(args.state_out, x=x.numpy(), y=m.forward(x).numpy(), **state)
       kernels, ops = count(lambda: m.forward(x).realize())
       t_fwd = _median_time(lambda: m(x).numpy(), args.repeats)
-      row = dict(T=T, B=B, attention=attention, path="fused", forward_s=t_fwd, forward_kernels=kernels, forward_gflop=ops / 1e9,
+      row = dict(T=T, B=B, attention=attention, path="folded", forward_s=t_fwd, forward_kernels=kernels, forward_gflop=ops / 1e9,
                  forward_gflops=ops / 1e9 / t_fwd)
       if attention == "ssmax":
-        explicit = TinyJit(lambda v: m.forward(v, fused=False).contiguous().realize())
+        explicit = TinyJit(lambda v: m.forward(v, fold_scale=False).contiguous().realize())
         row["explicit_forward_s"] = _median_time(lambda: explicit(x).numpy(), args.repeats)
-        row["explicit_forward_kernels"] = count(lambda: m.forward(x, fused=False).realize())[0]
+        row["explicit_forward_kernels"] = count(lambda: m.forward(x, fold_scale=False).realize())[0]
       if T in args.train_lengths:
         target = Tensor.randn(B, CONFIG["hidden_size"]).realize()
         step_fn = train_step_fn(m)
@@ -183,7 +183,7 @@ def report(results: dict) -> str:
   for dev in results["tinygrad"]:
     lines += ["", f"### tinygrad {dev['device']} (plain 1024 matmul {dev['matmul_1024_gflops']:.1f} GFLOP/s, "
               f"peak RSS {dev['peak_rss_mib']:.0f} MiB)", "",
-              "| T | B | forward s (softmax / SSMax) | SSMax/softmax | kernels (softmax / SSMax) | explicit/fused | "
+              "| T | B | forward s (softmax / SSMax) | SSMax/softmax | kernels (softmax / SSMax) | explicit/folded | "
               "train step s (softmax / SSMax) | SSMax/softmax | train kernels | GFLOP/s fwd, train | vs PyTorch eager fwd, train |",
               "|---|---|---|---|---|---|---|---|---|---|---|"]
     rows = {(r["T"], r["attention"]): r for r in dev["rows"]}

@@ -2,7 +2,7 @@
 
   python bench/data_parallel.py [--devices CPU:0,CPU:1] [--batch 64] [--steps 10]
 
-The retrieval token model of the demo at a larger width (hidden 128, 4 heads, 4 layers, window 64). Reports median step
+The retrieval token model of the demo at a larger width (hidden 128, 4 heads, 4 layers, training length 64). Reports median step
 times and the speedup as JSON. On a machine with GPUs pass them: --devices CUDA:0,CUDA:1.
 """
 import argparse
@@ -18,7 +18,7 @@ from ssmax_tiny.train import TrainConfig, Trainer, build_token_model
 def step_time(devices, args) -> float:
   task = make_task("needle")
   mc = SSMaxConfig(embed_dim=128, hidden_size=128, num_heads=4, num_layers=4, dropout=0.0, window_size=64)
-  trainer = Trainer(build_token_model(task, mc, 0), task, TrainConfig(steps=args.steps + 3, batch_size=args.batch, window=64), mc,
+  trainer = Trainer(build_token_model(task, mc, 0), task, TrainConfig(steps=args.steps + 3, batch_size=args.batch, train_length=64),
                     devices=devices)
   for _ in range(3): trainer.train_step()   # eager, capture, first replay
   times = []

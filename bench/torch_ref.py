@@ -15,7 +15,7 @@ class Attention(nn.Module):
     self.q, self.k, self.v, self.out = (nn.Linear(h, h) for _ in range(4))
     if attention == "ssmax": self.ssmax = nn.Module(); self.ssmax.s = nn.Parameter(torch.ones(1))
 
-  def forward(self, x, fused=True):
+  def forward(self, x):
     B, T, C = x.shape
     q, k, v = (f(x).view(B, T, self.heads, C // self.heads).transpose(1, 2) for f in (self.q, self.k, self.v))  # (B, H, T, Hd)
     if self.attention == "ssmax":

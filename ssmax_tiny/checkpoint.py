@@ -47,11 +47,20 @@ def _fsync_dir(d: Path) -> None:
   finally: os.close(fd)
 
 
+def _file_mode() -> int:
+  """The mode an ordinary new file gets (0644 under the common umask 022): mkstemp makes 0600, and tinygrad's disk
+  device, which writes the safetensors file, makes it executable."""
+  umask = os.umask(0)
+  os.umask(umask)
+  return 0o666 & ~umask
+
+
 def _atomic_write_text(path: Path, text: str) -> None:
   fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
   try:
     with os.fdopen(fd, "w") as f:
       f.write(text); f.flush(); os.fsync(f.fileno())
+      os.fchmod(f.fileno(), _file_mode())
     os.replace(tmp, path)
   except BaseException:
     Path(tmp).unlink(missing_ok=True)
@@ -73,7 +82,9 @@ def save(path: str | os.PathLike, tensors: dict[str, Tensor], meta: dict) -> Pat
   tmp = Path(tmp)
   try:
     safe_save({k: v.to("CPU").contiguous().realize() for k, v in tensors.items()}, str(tmp))  # replicated tensors: one copy
-    with open(tmp, "rb+") as f: os.fsync(f.fileno())
+    with open(tmp, "rb+") as f:
+      os.fchmod(f.fileno(), _file_mode())
+      os.fsync(f.fileno())
     digest = _sha256(tmp)
     weights = f"{stem}-{int(meta.get('step', 0)):07d}-{digest[:12]}.safetensors"
     os.replace(tmp, jp.parent / weights)

@@ -1,5 +1,10 @@
 """ssmax_tiny.model: Scalable-Softmax (SSMax) attention and Edifice's SSMax transformer, in tinygrad, in one file.
 
+SSMax replaces softmax(z) over a query's n visible keys by softmax((s log n) z), s learnable, so that attention does
+not fade as n grows. Here it lives in a causal multi-head attention (n per query row), inside pre-LayerNorm transformer
+blocks, inside Edifice's model ([batch, T, embed_dim] -> [batch, hidden_size] at the last position), wrapped by a token
+model (embedding, transformer, linear head) that trains on the retrieval tasks and decodes through a KV cache.
+
 References
 - Nakanishi, "Scalable-Softmax Is Superior for Attention", arXiv:2501.19399 (2025).
   Section 2: softmax's largest weight fades like 1/n as the number of keys n grows ("attention fading").
@@ -10,58 +15,67 @@ References
   ports. Edifice writes SSMax as exp(x_i - s log n) / sum_j exp(x_j - s log n); that shift cancels in the ratio, so it is
   plain softmax and s gets no gradient. We implement the paper's multiplicative form (tests/test_compute.py shows both).
 - Su et al., "RoFormer" (arXiv:2104.09864): rotary position embedding, the optional `positional="rope"`.
-- Radford et al., GPT-2 / karpathy's nanoGPT: pre-LayerNorm blocks, N(0, 0.02) weights, residual projections scaled.
-- tinygrad 0.14: `Tensor.scaled_dot_product_attention` (tinygrad/mixin/rand.py) is what `attend`, the fused path we fold
-  SSMax into, follows (with the weights realised before they meet v: see `attend`);
-  `TinyJit` (tinygrad/engine/jit.py) freezes Python numbers at capture (test/unit/test_jit_footguns.py), so every
-  per-call quantity here (positions, log n) is derived from tensor shapes or a bound Variable, never a Python number.
+- Radford et al., GPT-2 / karpathy's nanoGPT: pre-LayerNorm blocks, N(0, 0.02) weights, residual projections scaled,
+  the decay / no-decay parameter split of `configure_optimizers`, `generate` beside the model.
+- tinygrad 0.14: `attend` follows `Tensor.scaled_dot_product_attention` (tinygrad/mixin/rand.py);
+  `TinyJit` (tinygrad/engine/jit.py) freezes Python numbers at capture (tinygrad's test/unit/test_jit_footguns.py), so
+  every per-call quantity here (positions, log n) is derived from tensor shapes or a bound Variable, never a Python number.
 
-Reading order: the SSMax function, the SSMax module, attention, feed-forward, block, config, model, builders.
+Reading order: 1. the SSMax function (`compute`); 2. the SSMax module (`SSMax`); 3. attention (`rope`, `causal_mask`,
+`attend`, `Attended`, `SSMaxAttention`); 4. `FeedForward` and `TransformerBlock`; 5. `SSMaxConfig` and `SSMaxTransformer`;
+6. decoding (`KVCache`, `Decoder`); 7. `TokenModel`; 8. the builders with Edifice's names.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields
+from typing import NamedTuple
 
+import numpy as np
 from tinygrad import Tensor, TinyJit, Variable, dtypes, nn
 from tinygrad.helpers import TRAINING
+from tinygrad.nn.optim import AdamW, OptimizerGroup
+from tinygrad.nn.state import get_parameters
+
+from ssmax_tiny.checks import check_bool, check_choice, check_int, check_number
 
 # ---------------------------------------------------------------------------------------------------------------------
 # 1. The SSMax function (paper eq. 4)
 
 
-def _log_n(seq_len: int | Tensor) -> float | Tensor:
-  """log(n) for an int n >= 1, or elementwise for a Tensor of key counts."""
-  if isinstance(seq_len, Tensor): return seq_len.cast("float32").log()
-  if isinstance(seq_len, bool) or not isinstance(seq_len, int) and not hasattr(seq_len, "__index__"):
-    raise ValueError(f"seq_len={seq_len!r} must be an int >= 1 or a Tensor of key counts")
-  if int(seq_len) < 1: raise ValueError(f"seq_len={seq_len} must be >= 1 (the number of keys a query can see)")
-  return math.log(int(seq_len))
+def log_n(n: int | Tensor) -> float | Tensor:
+  """log(n) for an int n >= 1 (n: the number of keys a query sees), or elementwise for a Tensor of such counts."""
+  return n.cast("float32").log() if isinstance(n, Tensor) else math.log(check_int("n", n))
 
 
-def ssmax_scale(s: float | Tensor, seq_len: int | Tensor, bias: float | Tensor = 0.0) -> float | Tensor:
+def ssmax_scale(s: float | Tensor, n: int | Tensor, bias: float | Tensor = 0.0) -> float | Tensor:
   """The multiplier SSMax puts on the logits: s * log(n) + bias (paper Section 3). s*log n = 1 is plain softmax."""
-  return s * _log_n(seq_len) + bias
+  return s * log_n(n) + bias
 
 
-def compute(logits: Tensor, s: float | Tensor, seq_len: int | Tensor, *, bias: float | Tensor = 0.0,
-            mask: Tensor | None = None) -> Tensor:
-  """SSMax over the last axis: softmax((s * log(seq_len) + bias) * logits), the paper's formula (not Edifice's shift).
+def compute(logits: Tensor, s: float | Tensor, n: int | Tensor | None = None, *, bias: float | Tensor = 0.0,
+            mask: Tensor | None = None, seq_len: int | Tensor | None = None) -> Tensor:
+  """SSMax over the last axis: softmax((s * log(n) + bias) * logits), the paper's formula (not Edifice's shift).
 
   logits [..., n_keys]; s a float or a Tensor broadcastable to logits (one scalar, or one per head);
-  seq_len an int >= 1 or a Tensor broadcastable to logits with last dimension 1 (n per row: causal row i sees i+1 keys);
+  n, the number of keys a query sees (Edifice calls it seq_len, accepted as a keyword): an int >= 1, or a Tensor
+  broadcastable to logits with last dimension 1 (n per row: causal row i sees i+1 keys);
   mask an optional bool Tensor broadcastable to logits, True where a key may be attended.
   The mask is applied after scaling, so a scale of 0 (n = 1) or below (s < 0) never turns -inf into NaN or into weight.
   A row with every key masked has no defined distribution and gives NaN, as in PyTorch.
   float16/bfloat16 logits are scaled and normalised in float32, and the weights returned in the logits' dtype.
   """
+  if seq_len is not None:
+    if n is not None: raise ValueError("pass n or Edifice's name for it, seq_len, not both")
+    n = seq_len
+  if n is None: raise ValueError("n (the number of keys a query sees) is required")
   if not isinstance(logits, Tensor): raise ValueError(f"logits must be a tinygrad Tensor, got {type(logits).__name__}")
-  if isinstance(seq_len, Tensor) and seq_len.ndim and seq_len.shape[-1] != 1:
-    raise ValueError(f"seq_len has shape {seq_len.shape}: a per-row n must have last dimension 1")
+  if isinstance(n, Tensor) and n.ndim and n.shape[-1] != 1:
+    raise ValueError(f"n has shape {n.shape}: a per-row n must have last dimension 1")
   if mask is not None and mask.dtype != dtypes.bool:
     raise ValueError(f"mask has dtype {mask.dtype}; a bool Tensor (True = may attend) is accepted")
   z = logits.float() if dtypes.is_float(logits.dtype) and logits.dtype.itemsize < 4 else logits  # half inputs: float32 inside
-  c = ssmax_scale(s, seq_len, bias)
+  c = ssmax_scale(s, n, bias)
   # Shift each row so that its largest scaled logit (over the keys it may attend) is 0 before scaling; softmax ignores a
   # per-row shift, and z * c alone overflows for large logits (3e38 * log 1e6 = inf, inf - inf = NaN). The clip keeps a
   # row spanning more than the dtype's range finite, so that a scale of 0 (n = 1) never meets an infinity.
@@ -82,13 +96,13 @@ def compute(logits: Tensor, s: float | Tensor, seq_len: int | Tensor, *, bias: f
 class SSMax:
   """Holds s (one scalar, or one per head) and an optional learnable bias; Edifice's `layer`.
 
-  `__call__(logits, seq_len, mask=None)` is `compute` with these parameters; `scale(log_n)` returns s*log n + bias for
-  folding into the query. `freeze()` keeps s (and bias) at their values: no gradient, and optimizers skip them.
+  `__call__(logits, n, mask=None)` is `compute` with these parameters; `scale(n)` returns s*log n + bias for folding
+  into the query. `freeze()` keeps s (and bias) at their values: no gradient, and optimizers skip them.
   """
 
   def __init__(self, init_s: float = 1.0, num_heads: int = 1, per_head: bool = False, learn_bias: bool = False,
                learn_s: bool = True):
-    if not isinstance(num_heads, int) or num_heads < 1: raise ValueError(f"num_heads={num_heads!r} must be an int >= 1")
+    check_int("num_heads", num_heads)
     shape = (num_heads, 1, 1) if per_head else (1,)  # (H, 1, 1) broadcasts over [B, H, T_q, T_k] logits
     self.s = Tensor.full(shape, float(init_s)).contiguous()
     self.bias = Tensor.zeros(shape).contiguous() if learn_bias else None
@@ -106,26 +120,27 @@ class SSMax:
     if self.frozen: s, b = s.detach(), (b.detach() if isinstance(b, Tensor) else b)
     return s, b
 
-  def scale(self, seq_len: int | Tensor) -> Tensor:
+  def scale(self, n: int | Tensor) -> Tensor:
     s, b = self._params()
-    return ssmax_scale(s, seq_len, b)
+    return ssmax_scale(s, n, b)
 
-  def __call__(self, logits: Tensor, seq_len: int | Tensor, mask: Tensor | None = None) -> Tensor:
+  def __call__(self, logits: Tensor, n: int | Tensor, mask: Tensor | None = None) -> Tensor:
     s, b = self._params()
-    return compute(logits, s, seq_len, bias=b, mask=mask)
+    return compute(logits, s, n, bias=b, mask=mask)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
 # 3. Causal multi-head attention with SSMax (Edifice's build_ssmax_attention)
 
 ATTENTIONS = ("ssmax", "softmax")
-SEQ_LEN_MODES = ("row", "window")
+N_MODES = ("row", "sequence")
 POSITIONALS = ("none", "rope")
 OUTPUT_MODES = ("last", "all", "mean")
 
 
-def _linear(d_in: int, d_out: int, std: float) -> nn.Linear:
-  # N(0, std) weights and zero biases (GPT-2); tinygrad's default Kaiming-uniform would make the scale depend on d_in
+def linear(d_in: int, d_out: int, std: float = 0.02) -> nn.Linear:
+  """nn.Linear with N(0, std) weights and zero biases (GPT-2); tinygrad's default Kaiming-uniform would make the scale
+  depend on d_in."""
   layer = nn.Linear(d_in, d_out)
   layer.weight, layer.bias = Tensor.normal(d_out, d_in, std=std).contiguous(), Tensor.zeros(d_out).contiguous()
   return layer
@@ -135,7 +150,7 @@ def rope(x: Tensor, positions: Tensor, base: float = 10000.0) -> Tensor:
   """Rotary embedding (RoFormer eq. 34, GPT-NeoX's half-split layout) on x [..., T, Hd] at positions [T].
 
   rope(x) = x * cos + rotate_half(x) * sin, with rotate_half([x1, x2]) = [-x2, x1] written as a product with a fixed
-  (Hd, Hd) signed permutation: slicing and concatenating instead made tinygrad's training step 6x slower (measured)."""
+  (Hd, Hd) signed permutation: slicing and concatenating instead made tinygrad's training step much slower."""
   d, half = x.shape[-1], x.shape[-1] // 2
   inv_freq = [base ** (-2.0 * (i % half) / d) for i in range(d)]                       # (Hd,) both halves share freqs
   angle = positions.cast("float32").reshape(-1, 1) * Tensor(inv_freq).reshape(1, d)    # (T, Hd)
@@ -144,60 +159,72 @@ def rope(x: Tensor, positions: Tensor, base: float = 10000.0) -> Tensor:
   return x * angle.cos() + (x @ Tensor(rotate)) * angle.sin()
 
 
-def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, causal: bool = False) -> Tensor:
-  """softmax(q k^T / sqrt(Hd)) v over q [B, H, T, Hd], k and v [B, H, T_k, Hd]; mask [T, T_k] bool, True = may attend;
-  causal=True masks key j > query i (T == T_k), with the mask made on the scores' device(s), sharded ones included.
+def causal_mask(scores: Tensor, start_pos: int | Tensor = 0) -> Tensor | None:
+  """True where query row i, at absolute position start_pos + i, may see key j: j <= start_pos + i. Made from the scores
+  [..., T, T_k] with const_like, so it lives on their device(s), sharded ones included. None for a single query row,
+  which sees every key it is given (a decoding step, whose start_pos may be a symbolic Variable)."""
+  if scores.shape[-2] == 1: return None
+  return scores.const_like(True, dtypes.bool).tril(start_pos)
+
+
+def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, causal: bool = False, start_pos: int | Tensor = 0) -> Tensor:
+  """softmax(q k^T / sqrt(Hd)) v over q [B, H, T, Hd], k and v [B, H, T_k, Hd]; mask bool broadcastable to [B, H, T, T_k],
+  True = may attend; causal=True adds `causal_mask` (query row i at position start_pos + i), combined with `mask` if both.
 
   What tinygrad's Tensor.scaled_dot_product_attention computes (tinygrad/mixin/rand.py), with one change: the weights
   are made contiguous (realised) before they meet v. Left lazy, tinygrad fuses exp(z - max) / sum into the kernel that
-  multiplies with v and recomputes it for every column of the output: forward and backward of one attention ran 1.6x
-  slower at T = 60, 3.3x at T = 256, 2.8x at T = 1024 on the CL device (bench/attention_layout.py)."""
+  multiplies with v and recomputes it for every column of the output (bench/attention_layout.py times both)."""
   scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])                      # (B, H, T, T_k)
-  if causal: mask = scores.const_like(True, dtypes.bool).tril()
+  if causal and (cm := causal_mask(scores, start_pos)) is not None: mask = cm if mask is None else cm & mask
   if mask is not None: scores = mask.where(scores, -math.inf)
   return scores.softmax(-1).contiguous() @ v                                       # (B, H, T, T_k) @ (B, H, T_k, Hd)
+
+
+class Attended(NamedTuple):
+  """What `SSMaxAttention.explicit` returns: the attention's output [B, T, C] and its weights [B, H, T, T_k]."""
+  output: Tensor
+  weights: Tensor
 
 
 class SSMaxAttention:
   """Causal multi-head attention: q, k, v, out Linear layers (with bias), scores / sqrt(head_dim), SSMax or softmax.
 
-  n, the number of keys a query sees: `seq_len_mode="row"` gives row i n = start_pos + i + 1 (the paper's causal n);
-  `"window"` gives every row Edifice's single n = start_pos + T.
-  The fused path folds s*log n + bias into q (a per-row rescaling of the logits) and calls `attend`, so SSMax costs no
-  kernel over softmax. The explicit path computes the weights with `compute` and can return them.
-  `cache` [2, B, H, max_len, Hd] (a KVCache layer) turns it into a decoding step: the new keys and values are written at
-  start_pos.. and the query attends to all start_pos + T of them. start_pos may be a bound Variable (TinyJit decoding).
+  n, the number of keys a query sees: `n_mode="row"` gives row i n = start_pos + i + 1 (the paper's causal n);
+  `"sequence"` gives every row Edifice's single n = start_pos + T.
+  `__call__` folds s*log n + bias into q (a per-row rescaling of the logits) and calls `attend`, so SSMax costs no
+  kernel over softmax; `explicit` computes the weights with `compute` and returns them with the output.
+  `cache` [2, B, H, max_len, Hd] (a KVCache layer) turns either into a decoding step: the new keys and values are written
+  at start_pos.. and the queries attend to all start_pos + T of them. start_pos may be a bound Variable (TinyJit decoding).
   """
 
-  def __init__(self, hidden_size: int, num_heads: int, attention: str = "ssmax", seq_len_mode: str = "row",
+  def __init__(self, hidden_size: int, num_heads: int, attention: str = "ssmax", n_mode: str = "row",
                per_head: bool = False, init_s: float = 1.0, learn_s: bool = True, learn_bias: bool = False,
                positional: str = "none", out_std: float = 0.02):
-    _check_int("hidden_size", hidden_size)
-    _check_int("num_heads", num_heads)
+    check_int("hidden_size", hidden_size)
+    check_int("num_heads", num_heads)
     if hidden_size % num_heads: raise ValueError(f"hidden_size={hidden_size} must be divisible by num_heads={num_heads}")
-    _check_choice("attention", attention, ATTENTIONS)
-    _check_choice("seq_len_mode", seq_len_mode, SEQ_LEN_MODES)
-    _check_choice("positional", positional, POSITIONALS)
+    check_choice("attention", attention, ATTENTIONS)
+    check_choice("n_mode", n_mode, N_MODES)
+    check_choice("positional", positional, POSITIONALS)
     self.num_heads, self.head_dim = num_heads, hidden_size // num_heads
     if positional == "rope" and self.head_dim % 2:
       raise ValueError(f"positional='rope' needs an even head_dim; hidden_size/num_heads = {self.head_dim}")
-    self.attention, self.seq_len_mode, self.positional = attention, seq_len_mode, positional
-    self.q, self.k, self.v = (_linear(hidden_size, hidden_size, 0.02) for _ in range(3))
-    self.out = _linear(hidden_size, hidden_size, out_std)
+    self.attention, self.n_mode, self.positional = attention, n_mode, positional
+    self.q, self.k, self.v = (linear(hidden_size, hidden_size) for _ in range(3))
+    self.out = linear(hidden_size, hidden_size, out_std)
     self.ssmax = SSMax(init_s, num_heads, per_head, learn_bias, learn_s) if attention == "ssmax" else None
 
   def _heads(self, t: Tensor) -> Tensor:
     B, T, _ = t.shape
     return t.reshape(B, T, self.num_heads, self.head_dim).transpose(1, 2)  # (B, T, C) -> (B, H, T, Hd)
 
-  def key_counts(self, T: int, start_pos: int | Tensor = 0) -> Tensor:
+  def keys_seen(self, T: int, start_pos: int | Tensor = 0) -> Tensor:
     """n per query row as a (T, 1) Tensor; start_pos may be a bound Variable (decoding under TinyJit)."""
-    if self.seq_len_mode == "window": return (Tensor.zeros(T, 1) + start_pos + T)  # every row: all keys so far
-    return (Tensor.arange(T).reshape(T, 1) + start_pos + 1)                          # row i: keys 0..start_pos+i
+    if self.n_mode == "sequence": return (Tensor.zeros(T, 1) + start_pos + T)  # every row: all keys so far
+    return (Tensor.arange(T).reshape(T, 1) + start_pos + 1)                      # row i: keys 0..start_pos+i
 
-  def __call__(self, x: Tensor, fused: bool = True, return_weights: bool = False, start_pos: int | Tensor = 0,
-               cache: Tensor | None = None):
-    B, T, C = x.shape
+  def _qkv(self, x: Tensor, start_pos: int | Tensor, cache: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+    B, T, _ = x.shape
     q, k, v = self._heads(self.q(x)), self._heads(self.k(x)), self._heads(self.v(x))  # each (B, H, T, Hd)
     if self.positional == "rope":
       positions = Tensor.arange(T) + start_pos
@@ -206,28 +233,30 @@ class SSMaxAttention:
       # write this step's keys and values into the cache, then read back all of them (tinygrad/llm/model.py does the same)
       stored = Tensor(cache.uop.after(cache[:, :, :, start_pos:start_pos + T, :].uop.store(Tensor.stack(k, v).uop)))
       k, v = stored[0, :, :, 0:start_pos + T, :], stored[1, :, :, 0:start_pos + T, :]  # (B, H, start_pos + T, Hd)
-    T_k = k.shape[2]
-    scale = self.ssmax.scale(self.key_counts(T, start_pos)) if self.ssmax is not None else None  # (T, 1) or (H, T, 1)
-    # causal mask: query row i (absolute position start_pos + i) sees keys 0..start_pos+i
-    mask = None
-    if cache is not None and T > 1:  # one new query sees every cached key: no mask (and no arange of a symbolic length)
-      mask = Tensor.arange(T_k).reshape(1, T_k) <= (Tensor.arange(T).reshape(T, 1) + start_pos)  # (T, T_k)
-    if fused and not return_weights:
-      # SSMax folded into q: ((s log n_i + b) q_i) . k_j = (s log n_i + b) z_ij. contiguous_backward realises the gradient
-      # that reaches q's projection (dq * scale) once; left lazy, the two matmuls that read it (the weight's and the
-      # input's gradient) recomputed it with a per-row index inside their loops: training step 8% over softmax, not 0-3%
-      if scale is not None: q = q.contiguous_backward() * scale
-      y, weights = attend(q, k, v, mask, causal=cache is None), None
-    else:
-      scores = q @ k.transpose(-2, -1) / math.sqrt(self.head_dim)                  # (B, H, T, T_k)
-      if mask is None:  # causal without a cache (T_k == T); with one, a single new query sees every cached key
-        mask = scores.const_like(True, dtypes.bool)
-        if cache is None: mask = mask.tril()
-      weights = self.ssmax(scores, self.key_counts(T, start_pos), mask) if self.ssmax is not None else \
-        mask.where(scores, -math.inf).softmax(-1)
-      y = weights.contiguous() @ v                                                 # (B, H, T, Hd); see attend()
-    y = self.out(y.transpose(1, 2).reshape(B, T, C))                               # (B, H, T, Hd) -> (B, T, C)
-    return (y, weights) if return_weights else y
+    return q, k, v
+
+  def _merge(self, y: Tensor) -> Tensor:
+    B, _, T, _ = y.shape
+    return self.out(y.transpose(1, 2).reshape(B, T, self.num_heads * self.head_dim))   # (B, H, T, Hd) -> (B, T, C)
+
+  def __call__(self, x: Tensor, start_pos: int | Tensor = 0, cache: Tensor | None = None, fold_scale: bool = True) -> Tensor:
+    """[B, T, C] -> [B, T, C]. fold_scale=False takes the explicit path (`explicit`), the same result to 1e-5."""
+    if not fold_scale: return self.explicit(x, start_pos, cache).output
+    q, k, v = self._qkv(x, start_pos, cache)
+    if self.ssmax is not None:
+      # ((s log n_i + b) q_i) . k_j = (s log n_i + b) z_ij. contiguous_backward realises the gradient that reaches q's
+      # projection (dq * scale) once; left lazy, both matmuls that read it recompute it with a per-row index in their loops
+      q = q.contiguous_backward() * self.ssmax.scale(self.keys_seen(x.shape[1], start_pos))  # (T, 1) or (H, T, 1)
+    return self._merge(attend(q, k, v, causal=True, start_pos=start_pos))
+
+  def explicit(self, x: Tensor, start_pos: int | Tensor = 0, cache: Tensor | None = None) -> Attended:
+    """The weights made explicitly with `compute` (or softmax), then weights @ v: the reference path, and the weights."""
+    q, k, v = self._qkv(x, start_pos, cache)
+    scores = q @ k.transpose(-2, -1) / math.sqrt(self.head_dim)                    # (B, H, T, T_k)
+    mask = causal_mask(scores, start_pos)
+    if self.ssmax is not None: weights = self.ssmax(scores, self.keys_seen(x.shape[1], start_pos), mask)
+    else: weights = (mask.where(scores, -math.inf) if mask is not None else scores).softmax(-1)
+    return Attended(self._merge(weights.contiguous() @ v), weights)                 # (B, H, T, Hd); see attend()
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -238,26 +267,25 @@ class FeedForward:
   """Linear(h, 4h), exact (erf) GELU as in Axon and PyTorch, Linear(4h, h)."""
 
   def __init__(self, hidden_size: int, out_std: float = 0.02):
-    self.up, self.down = _linear(hidden_size, 4 * hidden_size, 0.02), _linear(4 * hidden_size, hidden_size, out_std)
+    self.up, self.down = linear(hidden_size, 4 * hidden_size), linear(4 * hidden_size, hidden_size, out_std)
 
   def __call__(self, x: Tensor) -> Tensor:
-    # contiguous: without it the backward recomputes the GELU per output column (157 vs 67 GFLOP a step in our prototype)
+    # contiguous: without it the backward recomputes the GELU once per output column of the down projection
     return self.down(self.up(x).gelu(approximate="none").contiguous())
 
 
 class TransformerBlock:
-  """x + Dropout(Attention(LN(x))), then x + Dropout(FFN(LN(x))): Edifice's pre-LayerNorm block."""
+  """x + Dropout(Attention(LN(x))), then x + Dropout(FFN(LN(x))): Edifice's pre-LayerNorm block. out_std is the init of
+  the two projections that write into the residual stream (SSMaxTransformer sets it from the depth)."""
 
-  def __init__(self, hidden_size: int, num_heads: int, dropout: float = 0.1, num_layers: int = 1, **attention_options):
-    # residual projections get std 0.02/sqrt(2 L) so the residual stream's variance does not grow with depth (GPT-2)
-    out_std = 0.02 / math.sqrt(2 * num_layers)
+  def __init__(self, hidden_size: int, num_heads: int, dropout: float = 0.1, out_std: float = 0.02, **attention_options):
     self.ln1, self.ln2 = nn.LayerNorm(hidden_size), nn.LayerNorm(hidden_size)
     self.attn = SSMaxAttention(hidden_size, num_heads, out_std=out_std, **attention_options)
     self.ffn = FeedForward(hidden_size, out_std)
     self.dropout = dropout
 
-  def __call__(self, x: Tensor, fused: bool = True, start_pos: int | Tensor = 0, cache: Tensor | None = None):
-    x = x + self.attn(self.ln1(x), fused=fused, start_pos=start_pos, cache=cache).dropout(self.dropout)
+  def __call__(self, x: Tensor, start_pos: int | Tensor = 0, cache: Tensor | None = None, fold_scale: bool = True) -> Tensor:
+    x = x + self.attn(self.ln1(x), start_pos, cache, fold_scale).dropout(self.dropout)
     x = x + self.ffn(self.ln2(x)).dropout(self.dropout)
     return x
 
@@ -265,14 +293,20 @@ class TransformerBlock:
 # ---------------------------------------------------------------------------------------------------------------------
 # 5. Configuration and the model (Edifice's build)
 
-
-def _check_int(name: str, value, minimum: int = 1):
-  if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-    raise ValueError(f"{name}={value!r} must be an int >= {minimum}")
+# names of earlier versions, still accepted by the builders and SSMaxConfig.from_options (and so by old checkpoints)
+_RENAMED_OPTIONS = {"seq_len_mode": ("n_mode", {"row": "row", "window": "sequence"})}
 
 
-def _check_choice(name: str, value, accepted: tuple[str, ...]):
-  if value not in accepted: raise ValueError(f"{name}={value!r} is not one of {', '.join(map(repr, accepted))}")
+def renamed_options(options: dict) -> dict:
+  """options with the names of earlier versions translated: seq_len_mode="window" -> n_mode="sequence"."""
+  options = dict(options)
+  for old, (new, values) in _RENAMED_OPTIONS.items():
+    if old in options:
+      if new in options: raise ValueError(f"{old} is the old name of {new}: pass only {new}")
+      value = options.pop(old)
+      if value not in values: raise ValueError(f"{old}={value!r} (now {new}) is not one of {', '.join(map(repr, values))}")
+      options[new] = values[value]
+  return options
 
 
 @dataclass(frozen=True)
@@ -284,10 +318,10 @@ class SSMaxConfig:
   num_heads: int = 4
   num_layers: int = 6
   dropout: float = 0.1
-  window_size: int = 60
+  window_size: int = 60          # Edifice's: the sequence length inference is compiled (TinyJit) for; others run unjitted
   output_mode: str = "last"      # "last": [B, h] at the last position (Edifice); "all": [B, T, h]; "mean": mean over T
   attention: str = "ssmax"       # "softmax" runs the same code as a baseline
-  seq_len_mode: str = "row"      # "row": n = i + 1 for causal row i (the paper); "window": n = T for every row (Edifice)
+  n_mode: str = "row"            # "row": n = i + 1 for causal row i (the paper); "sequence": n = T for every row (Edifice)
   per_head: bool = False         # one s per head instead of one per layer
   init_s: float = 1.0            # Edifice's default
   learn_s: bool = True           # False keeps s fixed at init_s
@@ -295,25 +329,24 @@ class SSMaxConfig:
   positional: str = "none"       # "rope": rotary embedding on q and k (the paper's setting); Edifice has none
 
   def __post_init__(self):
-    for name in ("embed_dim", "hidden_size", "num_heads", "num_layers", "window_size"): _check_int(name, getattr(self, name))
+    for name in ("embed_dim", "hidden_size", "num_heads", "num_layers", "window_size"): check_int(name, getattr(self, name))
     if self.hidden_size % self.num_heads:
       raise ValueError(f"hidden_size={self.hidden_size} must be divisible by num_heads={self.num_heads}")
-    if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:
-      raise ValueError(f"dropout={self.dropout!r} must be a number in [0, 1)")
-    if isinstance(self.init_s, bool) or not isinstance(self.init_s, (int, float)) or not math.isfinite(self.init_s):
-      raise ValueError(f"init_s={self.init_s!r} must be a finite number")
-    for name in ("per_head", "learn_s", "learn_bias"):
-      if not isinstance(getattr(self, name), bool): raise ValueError(f"{name}={getattr(self, name)!r} must be True or False")
-    _check_choice("output_mode", self.output_mode, OUTPUT_MODES)
-    _check_choice("attention", self.attention, ATTENTIONS)
-    _check_choice("seq_len_mode", self.seq_len_mode, SEQ_LEN_MODES)
-    _check_choice("positional", self.positional, POSITIONALS)
+    check_number("dropout", self.dropout, 0, 1, high_open=True)
+    check_number("init_s", self.init_s)
+    for name in ("per_head", "learn_s", "learn_bias"): check_bool(name, getattr(self, name))
+    check_choice("output_mode", self.output_mode, OUTPUT_MODES)
+    check_choice("attention", self.attention, ATTENTIONS)
+    check_choice("n_mode", self.n_mode, N_MODES)
+    check_choice("positional", self.positional, POSITIONALS)
     if self.positional == "rope" and (self.hidden_size // self.num_heads) % 2:
       raise ValueError(f"positional='rope' needs an even head_dim; hidden_size/num_heads = {self.hidden_size // self.num_heads}")
 
   @classmethod
   def from_options(cls, **options) -> SSMaxConfig:
-    """Like SSMaxConfig(**options), but an unknown option is a ValueError that lists the accepted ones."""
+    """Like SSMaxConfig(**options), but an unknown option is a ValueError that lists the accepted ones, and the names of
+    earlier versions (seq_len_mode="window") are translated (n_mode="sequence")."""
+    options = renamed_options(options)
     names = [f.name for f in fields(cls)]
     unknown = sorted(set(options) - set(names))
     if unknown: raise ValueError(f"unknown option(s) {', '.join(unknown)}; accepted: {', '.join(names)}")
@@ -321,18 +354,33 @@ class SSMaxConfig:
     return cls(**options)
 
   def attention_options(self) -> dict:
-    return dict(attention=self.attention, seq_len_mode=self.seq_len_mode, per_head=self.per_head, init_s=self.init_s,
+    return dict(attention=self.attention, n_mode=self.n_mode, per_head=self.per_head, init_s=self.init_s,
                 learn_s=self.learn_s, learn_bias=self.learn_bias, positional=self.positional)
+
+
+class _JitCache:
+  """TinyJits keyed by batch size. No __dict__, so nn.state.get_state_dict does not walk into captured buffers."""
+  __slots__ = ("jits",)
+
+  def __init__(self): self.jits: dict = {}
+  def __contains__(self, key) -> bool: return key in self.jits
+
+  def get(self, key, make):
+    if key not in self.jits: self.jits[key] = make()
+    return self.jits[key]
 
 
 class SSMaxTransformer:
   """Input projection (when embed_dim != hidden_size), pre-LN blocks with dropout between them, a final LayerNorm,
-  and the output at the last position. Inference at T == window_size replays a TinyJit (one per batch size)."""
+  and the output read at the last position. Inference at T == window_size replays a TinyJit (one per batch size)."""
 
   def __init__(self, config: SSMaxConfig):
     self.config = c = config
-    self.input_proj = _linear(c.embed_dim, c.hidden_size, 0.02) if c.embed_dim != c.hidden_size else None
-    self.blocks = [TransformerBlock(c.hidden_size, c.num_heads, c.dropout, c.num_layers, **c.attention_options())
+    # GPT-2's initialisation: every Linear N(0, 0.02) with zero bias (`linear`); the two projections of each block that
+    # write into the residual stream N(0, 0.02 / sqrt(2 L)), so that the stream's variance does not grow with depth
+    residual_std = 0.02 / math.sqrt(2 * c.num_layers)
+    self.input_proj = linear(c.embed_dim, c.hidden_size) if c.embed_dim != c.hidden_size else None
+    self.blocks = [TransformerBlock(c.hidden_size, c.num_heads, c.dropout, residual_std, **c.attention_options())
                    for _ in range(c.num_layers)]
     self.ln_f = nn.LayerNorm(c.hidden_size)
     self._jits = _JitCache()
@@ -344,11 +392,13 @@ class SSMaxTransformer:
       raise ValueError(f"x has last dimension {x.shape[-1]}: expected embed_dim={self.config.embed_dim}")
     if x.shape[0] < 1 or x.shape[1] < 1: raise ValueError(f"x has shape {x.shape}: batch and T must be >= 1")
 
-  def hidden(self, x: Tensor, fused: bool = True) -> Tensor:
-    """[B, T, embed_dim] -> [B, T, hidden_size], before the output is read."""
+  def hidden(self, x: Tensor, start_pos: int | Tensor = 0, cache: KVCache | None = None, fold_scale: bool = True) -> Tensor:
+    """[B, T, embed_dim] -> [B, T, hidden_size] after the final LayerNorm, before the output is read. With a KVCache, x
+    holds the positions after the start_pos ones already cached, and their keys and values are written into it."""
     h = self.input_proj(x) if self.input_proj is not None else x
-    for i, block in enumerate(self.blocks):
-      h = block(h, fused=fused)
+    layer_caches = cache.layers if cache is not None else [None] * len(self.blocks)
+    for i, (block, layer_cache) in enumerate(zip(self.blocks, layer_caches)):
+      h = block(h, start_pos, layer_cache, fold_scale)
       if i < len(self.blocks) - 1: h = h.dropout(self.config.dropout)  # between blocks, not after the last
     return self.ln_f(h)
 
@@ -357,10 +407,10 @@ class SSMaxTransformer:
     if self.config.output_mode == "mean": return h.mean(axis=1)
     return h
 
-  def forward(self, x: Tensor, fused: bool = True) -> Tensor:
+  def forward(self, x: Tensor, fold_scale: bool = True) -> Tensor:
     """The eager (lazy, unjitted) forward; training steps jit this inside their own TinyJit."""
     self.check_input(x)
-    return self.read_out(self.hidden(x, fused))
+    return self.read_out(self.hidden(x, fold_scale=fold_scale))
 
   def _jit_forward(self, x: Tensor) -> Tensor:
     return self.forward(x).contiguous().realize()
@@ -372,10 +422,6 @@ class SSMaxTransformer:
     # a replay writes into the same output buffer every time: hand the caller a copy of its own
     return jit(x.contiguous().realize()).clone().realize()
 
-  def reset_jit(self) -> None:
-    """Forget captured graphs (needed only if parameters were replaced rather than assigned in place)."""
-    self._jits.clear()
-
   def ssmax_layers(self) -> list[SSMax]:
     return [b.attn.ssmax for b in self.blocks if b.attn.ssmax is not None]
 
@@ -383,69 +429,110 @@ class SSMaxTransformer:
     """s of each layer (one value, or one per head) as Python floats."""
     return [m.s.numpy().reshape(-1).tolist() for m in self.ssmax_layers()]
 
-  def decode(self, x: Tensor, cache: KVCache, start_pos: int | Tensor) -> Tensor:
-    """New positions x [B, T_new, embed_dim] after the start_pos ones already in `cache`; their keys and values are written
-    into it. Returns hidden [B, T_new, h] after the final LayerNorm. n continues from the cache: start_pos + i + 1."""
-    self.check_input(x)
-    h = self.input_proj(x) if self.input_proj is not None else x
-    for block, layer_cache in zip(self.blocks, cache.layers): h = block(h, start_pos=start_pos, cache=layer_cache)
-    return self.ln_f(h)
+
+# ---------------------------------------------------------------------------------------------------------------------
+# 6. Decoding with a KV cache
 
 
 class KVCache:
   """Keys and values of every layer for decoding, preallocated: one [2, B, H, max_len, Hd] Tensor per layer."""
 
   def __init__(self, model: SSMaxTransformer, batch_size: int, max_len: int):
-    _check_int("batch_size", batch_size)
-    _check_int("max_len", max_len)
-    self.max_len = max_len
+    check_int("batch_size", batch_size)
+    self.max_len = check_int("max_len", max_len)
     self.layers = [Tensor.zeros(2, batch_size, b.attn.num_heads, max_len, b.attn.head_dim).contiguous().realize() for b in model.blocks]
 
 
 class Decoder:
   """One position at a time through a TinyJit, the position a bound Variable (so one captured graph serves every step).
 
-  `prefill(x)` runs a prompt [B, T, embed_dim] eagerly; then each `step(x_t)` with x_t [B, 1, embed_dim] returns the
-  hidden state [B, h] of that position, equal to a full recompute (tests/test_model.py)."""
+  `prefill(x)` runs a prompt [B, T, embed_dim] eagerly and returns its hidden states [B, T, h]; then each `step(x_t)`
+  with x_t [B, 1, embed_dim] returns the hidden state [B, h] of that position, equal to a full recompute (tests)."""
 
   def __init__(self, model: SSMaxTransformer, batch_size: int, max_len: int):
     self.model, self.cache, self.pos = model, KVCache(model, batch_size, max_len), 0
     self.start_pos = Variable("start_pos", 0, max_len - 1)
-    self._jit = TinyJit(lambda x, start_pos: self.model.decode(x, self.cache, start_pos)[:, -1, :].contiguous().realize())
+    self._jit = TinyJit(lambda x, start_pos: self.model.hidden(x, start_pos, self.cache)[:, -1, :].contiguous().realize())
 
-  def _room(self, T: int) -> None:
+  def _check_capacity(self, T: int) -> None:
     if self.pos + T > self.cache.max_len:
       raise ValueError(f"decoding {T} more position(s) after {self.pos} exceeds max_len={self.cache.max_len}")
 
   def prefill(self, x: Tensor) -> Tensor:
-    self._room(x.shape[1])
-    h = self.model.decode(x, self.cache, self.pos).realize()
+    self.model.check_input(x)
+    self._check_capacity(x.shape[1])
+    h = self.model.hidden(x, self.pos, self.cache).realize()
     self.pos += x.shape[1]
     return h
 
   def step(self, x: Tensor) -> Tensor:
     if x.ndim != 3 or x.shape[1] != 1: raise ValueError(f"x has shape {x.shape}: step takes one position, [batch, 1, embed_dim]")
-    self._room(1)
+    self._check_capacity(1)
     h = self._jit(x.contiguous().realize(), self.start_pos.bind(self.pos)).clone().realize()
     self.pos += 1
     return h
 
 
-class _JitCache:
-  """TinyJits keyed by batch size. No __dict__, so nn.state.get_state_dict does not walk into captured buffers."""
-  __slots__ = ("jits",)
+# ---------------------------------------------------------------------------------------------------------------------
+# 7. The token model: embedding, Edifice's transformer, a linear head
 
-  def __init__(self): self.jits: dict = {}
-  def __contains__(self, key) -> bool: return key in self.jits
-  def clear(self) -> None: self.jits.clear()
 
-  def get(self, key, make):
-    if key not in self.jits: self.jits[key] = make()
-    return self.jits[key]
+class TokenModel:
+  """Token embedding -> SSMaxTransformer (output at the last position) -> linear head over num_classes (a task's values,
+  or the whole vocabulary for a next-token model)."""
+
+  def __init__(self, vocab_size: int, num_classes: int, config: SSMaxConfig):
+    check_int("vocab_size", vocab_size)
+    check_int("num_classes", num_classes)
+    if config.output_mode != "last": raise ValueError(f"output_mode={config.output_mode!r}: the token model reads 'last'")
+    self.config = config
+    self.embed = nn.Embedding(vocab_size, config.embed_dim)
+    self.embed.weight = Tensor.normal(vocab_size, config.embed_dim, std=0.02).contiguous()  # GPT-2's token init
+    self.transformer = SSMaxTransformer(config)
+    self.head = linear(config.hidden_size, num_classes)
+
+  def __call__(self, tokens: Tensor) -> Tensor:
+    return self.head(self.transformer.forward(self.embed(tokens)))  # (B, T) -> (B, T, E) -> (B, h) -> (B, classes)
+
+  def configure_optimizers(self, lr: float, betas: tuple[float, float], weight_decay: float) -> OptimizerGroup:
+    """AdamW over the trainable parameters, weight decay on matrices and the embedding only (rank >= 2); biases,
+    LayerNorm, s and b are not decayed (nanoGPT's configure_optimizers)."""
+    params = [p for p in get_parameters(self) if p.is_param]
+    decay, no_decay = [p for p in params if p.ndim >= 2], [p for p in params if p.ndim < 2]
+    b1, b2 = betas
+    return OptimizerGroup(AdamW(decay, lr=lr, b1=b1, b2=b2, weight_decay=weight_decay), AdamW(no_decay, lr=lr, b1=b1, b2=b2, weight_decay=0.0))
+
+  def generate(self, tokens, max_new_tokens: int, token_of_class=None, return_logits: bool = False):
+    """Greedy decoding with the KV cache: the prompt tokens [B, T0] once, then one position at a time through a
+    Decoder (its TinyJit step, the position a bound Variable; n continues from the cache).
+
+    The head predicts one of num_classes classes; `token_of_class` maps an int array of classes to the token ids fed
+    back (default: the identity, allowed only when num_classes == vocab_size, i.e. a next-token model). Returns the new
+    tokens [B, max_new_tokens] as numpy int32 (and the logits [B, max_new_tokens, classes] with return_logits)."""
+    prompt = tokens.numpy() if isinstance(tokens, Tensor) else np.asarray(tokens)
+    if prompt.ndim != 2 or prompt.shape[1] < 1 or not np.issubdtype(prompt.dtype, np.integer):
+      raise ValueError(f"tokens has shape {prompt.shape} and dtype {prompt.dtype}: expected integer ids [batch, T >= 1]")
+    check_int("max_new_tokens", max_new_tokens)
+    vocab, classes = self.embed.weight.shape[0], self.head.weight.shape[0]
+    if token_of_class is None:
+      if classes != vocab:
+        raise ValueError(f"the head predicts {classes} classes, not the {vocab} tokens of the vocabulary: pass token_of_class")
+      token_of_class = lambda c: c
+    B, T0 = prompt.shape
+    decoder = Decoder(self.transformer, B, T0 + max_new_tokens - 1)  # the last generated token is never fed back
+    h = decoder.prefill(self.embed(Tensor(prompt.astype(np.int32))))[:, -1, :]     # (B, T0, h) -> (B, h)
+    new, logits = [], []
+    for i in range(max_new_tokens):
+      out = self.head(h).numpy()                                                      # (B, classes)
+      tok = np.asarray(token_of_class(out.argmax(-1)), dtype=np.int32).reshape(B)
+      if tok.min() < 0 or tok.max() >= vocab: raise ValueError(f"token_of_class gave ids {tok.tolist()} outside [0, {vocab})")
+      new.append(tok); logits.append(out)
+      if i < max_new_tokens - 1: h = decoder.step(self.embed(Tensor(tok).reshape(B, 1)))
+    return (np.stack(new, 1), np.stack(logits, 1)) if return_logits else np.stack(new, 1)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# 6. Builders with Edifice's names
+# 8. Builders with Edifice's names
 
 
 def build(embed_dim: int, **options) -> SSMaxTransformer:
@@ -467,4 +554,4 @@ def layer(init_s: float = 1.0, **options) -> SSMax:
 
 def build_ssmax_attention(hidden_size: int, num_heads: int = 4, **options) -> SSMaxAttention:
   """Edifice's `build_ssmax_attention`: causal multi-head attention with SSMax instead of softmax."""
-  return SSMaxAttention(hidden_size, num_heads, **options)
+  return SSMaxAttention(hidden_size, num_heads, **renamed_options(options))

@@ -21,6 +21,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from ssmax_tiny.checks import check_choice, check_int
+
 TASKS = ("needle", "recall")
 
 
@@ -33,10 +35,8 @@ class RetrievalTask:
   num_pairs: int = 1
 
   def __post_init__(self):
-    if self.name not in TASKS: raise ValueError(f"task name={self.name!r} is not one of {', '.join(map(repr, TASKS))}")
-    for f in ("num_keys", "num_values", "num_filler", "num_pairs"):
-      v = getattr(self, f)
-      if isinstance(v, bool) or not isinstance(v, int) or v < 1: raise ValueError(f"{f}={v!r} must be an int >= 1")
+    check_choice("task name", self.name, TASKS)
+    for f in ("num_keys", "num_values", "num_filler", "num_pairs"): check_int(f, getattr(self, f))
     if self.num_pairs > self.num_keys:
       raise ValueError(f"num_pairs={self.num_pairs} must be <= num_keys={self.num_keys} (keys in a sequence are distinct)")
 
@@ -54,11 +54,8 @@ class RetrievalTask:
 
   def batch(self, rng: np.random.Generator, batch_size: int, length: int) -> tuple[np.ndarray, np.ndarray]:
     """tokens [batch_size, length] int32 and targets [batch_size] int32 (the queried value, in [0, num_values))."""
-    if isinstance(length, bool) or not isinstance(length, (int, np.integer)) or length < self.min_length:
-      raise ValueError(f"length={length!r} must be an int >= {self.min_length} ({self.num_pairs} pair(s) and the query)")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-      raise ValueError(f"batch_size={batch_size!r} must be an int >= 1")
-    B, P = int(batch_size), self.num_pairs
+    length = check_int("length", length, self.min_length)  # the pairs and the query
+    B, P = check_int("batch_size", batch_size), self.num_pairs
     tokens = rng.integers(0, self.num_filler, size=(B, length))
     keys = np.argsort(rng.random((B, self.num_keys)), axis=1)[:, :P]           # P distinct keys per row
     values = rng.integers(0, self.num_values, size=(B, P))
@@ -75,7 +72,7 @@ class RetrievalTask:
 def make_task(name: str, **overrides) -> RetrievalTask:
   """The two tasks with their default difficulty. needle: one key (a passkey: "what is the value?"), 16 values;
   recall: 4 pairs of 8 keys and 8 values. 16 filler tokens in both."""
-  if name not in TASKS: raise ValueError(f"task={name!r} is not one of {', '.join(map(repr, TASKS))}")
+  check_choice("task", name, TASKS)
   defaults = dict(num_keys=1, num_values=16, num_pairs=1) if name == "needle" else dict(num_keys=8, num_values=8, num_pairs=4)
   return RetrievalTask(name=name, **{**defaults, **overrides})
 

@@ -1,9 +1,8 @@
-"""Training beside the model: a token model for the retrieval tasks, AdamW with the paper's recipe, one TinyJit step.
+"""Training beside the model: AdamW with the paper's recipe, one TinyJit step, evaluation, checkpoints of a run.
 
-- TokenModel: token embedding -> Edifice's SSMaxTransformer ([batch, hidden] at the last position) -> linear head;
-  `generate` decodes greedily through the KV cache (ssmax_tiny.Decoder).
-- AdamW (arXiv:1711.05101) with betas (0.9, 0.95), weight decay 0.1 on weights of rank >= 2 only, global gradient-norm
-  clipping at 1.0, linear warmup then cosine decay to 10%: the recipe of arXiv:2501.19399 Section 4 (GPT-2 style).
+- AdamW (arXiv:1711.05101) with betas (0.9, 0.95), weight decay 0.1 on weights of rank >= 2 only (the model's
+  `configure_optimizers`), global gradient-norm clipping at 1.0, linear warmup then cosine decay to 10%: the recipe of
+  arXiv:2501.19399 Section 4 (GPT-2 style).
 - The whole step (forward, loss, backward, clipping, optimizer update) is one TinyJit function, as in tinygrad's
   examples/beautiful_mnist.py; the learning rate is a Tensor assigned in place before each step, never a frozen number.
 - Determinism: weights from Tensor.manual_seed(seed), each batch from numpy's generator keyed by (seed, step), dropout
@@ -15,65 +14,25 @@ import math
 import time
 from dataclasses import asdict, dataclass, fields
 
-import numpy as np
-from tinygrad import Context, Device, Tensor, TinyJit, dtypes, nn
-from tinygrad.nn.optim import AdamW, OptimizerGroup
+from tinygrad import Context, Device, Tensor, TinyJit, dtypes
 from tinygrad.nn.state import get_parameters, get_state_dict
 from tqdm.auto import tqdm
 
-from ssmax_tiny.model import Decoder, SSMaxConfig, SSMaxTransformer, _linear
+from ssmax_tiny import checkpoint
+from ssmax_tiny.checks import check_int, check_number
+from ssmax_tiny.model import SSMaxConfig, TokenModel
 from ssmax_tiny.tasks import RetrievalTask, batch_rng
 
-
-class TokenModel:
-  """Embedding, the Edifice model (output at the last position), and a linear head over the task's values."""
-
-  def __init__(self, vocab_size: int, num_classes: int, config: SSMaxConfig):
-    if config.output_mode != "last": raise ValueError(f"output_mode={config.output_mode!r}: the token model reads 'last'")
-    self.embed = nn.Embedding(vocab_size, config.embed_dim)
-    self.embed.weight = Tensor.normal(vocab_size, config.embed_dim, std=0.02).contiguous()  # GPT-2's token init
-    self.body = SSMaxTransformer(config)
-    self.head = _linear(config.hidden_size, num_classes, 0.02)
-
-  def __call__(self, tokens: Tensor) -> Tensor:
-    return self.head(self.body.forward(self.embed(tokens)))  # (B, T) -> (B, T, E) -> (B, h) -> (B, classes)
-
-  def generate(self, tokens, max_new_tokens: int, token_of_class=None, return_logits: bool = False):
-    """Greedy decoding with the KV cache: the prompt tokens [B, T0] once, then one position at a time through
-    ssmax_tiny.Decoder (its TinyJit step, the position a bound Variable; n continues from the cache).
-
-    The head predicts one of num_classes classes; `token_of_class` maps an int array of classes to the token ids fed
-    back (default: the identity, allowed only when num_classes == vocab_size, i.e. a next-token model). Returns the new
-    tokens [B, max_new_tokens] as numpy int32 (and the logits [B, max_new_tokens, classes] with return_logits)."""
-    prompt = tokens.numpy() if isinstance(tokens, Tensor) else np.asarray(tokens)
-    if prompt.ndim != 2 or prompt.shape[1] < 1 or not np.issubdtype(prompt.dtype, np.integer):
-      raise ValueError(f"tokens has shape {prompt.shape} and dtype {prompt.dtype}: expected integer ids [batch, T >= 1]")
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-      raise ValueError(f"max_new_tokens={max_new_tokens!r} must be an int >= 1")
-    vocab, classes = self.embed.weight.shape[0], self.head.weight.shape[0]
-    if token_of_class is None:
-      if classes != vocab:
-        raise ValueError(f"the head predicts {classes} classes, not the {vocab} tokens of the vocabulary: pass token_of_class")
-      token_of_class = lambda c: c
-    B, T0 = prompt.shape
-    decoder = Decoder(self.body, B, T0 + max_new_tokens - 1)  # the last generated token is never fed back
-    h = decoder.prefill(self.embed(Tensor(prompt.astype(np.int32))))[:, -1, :]     # (B, T0, h) -> (B, h)
-    new, logits = [], []
-    for i in range(max_new_tokens):
-      out = self.head(h).numpy()                                                      # (B, classes)
-      tok = np.asarray(token_of_class(out.argmax(-1)), dtype=np.int32).reshape(B)
-      if tok.min() < 0 or tok.max() >= vocab: raise ValueError(f"token_of_class gave ids {tok.tolist()} outside [0, {vocab})")
-      new.append(tok); logits.append(out)
-      if i < max_new_tokens - 1: h = decoder.step(self.embed(Tensor(tok).reshape(B, 1)))
-    return (np.stack(new, 1), np.stack(logits, 1)) if return_logits else np.stack(new, 1)
+# names of earlier versions, still accepted by TrainConfig.from_dict (and so by old checkpoints)
+_RENAMED_TRAIN_OPTIONS = {"window": "train_length"}
 
 
 @dataclass(frozen=True)
 class TrainConfig:
   steps: int = 400
   batch_size: int = 32
-  window: int = 64             # training sequence length
-  lr: float = 3e-3
+  train_length: int = 64       # the sequence length the model trains at (longer ones are for evaluation)
+  lr: float = 1e-2
   warmup: int = 40
   min_lr_ratio: float = 0.1    # cosine decay to lr * min_lr_ratio at the last step
   betas: tuple[float, float] = (0.9, 0.95)
@@ -82,24 +41,26 @@ class TrainConfig:
   seed: int = 0
 
   def __post_init__(self):
-    for f in ("steps", "batch_size", "window"):
-      v = getattr(self, f)
-      if isinstance(v, bool) or not isinstance(v, int) or v < 1: raise ValueError(f"{f}={v!r} must be an int >= 1")
-    if isinstance(self.warmup, bool) or not isinstance(self.warmup, int) or self.warmup < 0:
-      raise ValueError(f"warmup={self.warmup!r} must be an int >= 0")
-    if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0: raise ValueError(f"seed={self.seed!r} must be an int >= 0")
-    for f in ("lr", "weight_decay", "clip"):
-      v = getattr(self, f)
-      if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0 or (f != "weight_decay" and v == 0):
-        raise ValueError(f"{f}={v!r} must be a finite number {'>= 0' if f == 'weight_decay' else '> 0'}")
-    if not 0 <= self.min_lr_ratio <= 1: raise ValueError(f"min_lr_ratio={self.min_lr_ratio!r} must be in [0, 1]")
-    if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas): raise ValueError(f"betas={self.betas!r} must be two numbers in [0, 1)")
+    for f in ("steps", "batch_size", "train_length"): check_int(f, getattr(self, f))
+    check_int("warmup", self.warmup, 0)
+    check_int("seed", self.seed, 0)
+    for f in ("lr", "clip"): check_number(f, getattr(self, f), 0, low_open=True)
+    check_number("weight_decay", self.weight_decay, 0)
+    check_number("min_lr_ratio", self.min_lr_ratio, 0, 1)
+    if len(self.betas) != 2: raise ValueError(f"betas={self.betas!r} must be two numbers in [0, 1)")
+    for b in self.betas: check_number("betas", b, 0, 1, high_open=True)
 
   @classmethod
   def from_dict(cls, d: dict) -> TrainConfig:
+    """Like TrainConfig(**d), but an unknown option is a ValueError that lists the accepted ones, and the names of
+    earlier versions (window) are translated (train_length)."""
+    d = dict(d)
+    for old, new in _RENAMED_TRAIN_OPTIONS.items():
+      if old in d:
+        if new in d: raise ValueError(f"{old} is the old name of {new}: pass only {new}")
+        d[new] = d.pop(old)
     unknown = sorted(set(d) - {f.name for f in fields(cls)})
     if unknown: raise ValueError(f"unknown training option(s) {', '.join(unknown)}; accepted: {', '.join(f.name for f in fields(cls))}")
-    d = dict(d)
     if "betas" in d: d["betas"] = tuple(d["betas"])
     return cls(**d)
 
@@ -110,7 +71,7 @@ class TrainConfig:
     return self.lr * (self.min_lr_ratio + (1 - self.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
-class _OwnRNG:
+class DropoutRNG:
   """A private dropout RNG for one trainer. tinygrad draws random numbers from a per-device seed and counter held in
   Tensor._device_seeds / Tensor._device_rng_counters (tinygrad/tensor.py, Tensor._next_counter); a TinyJit captures those
   buffers. Installing our own pair (per device) around every step makes the stream a function of the trainer's seed
@@ -155,23 +116,18 @@ class Trainer:
   devices=("CUDA:0", "CUDA:1") every parameter is replicated (shard with axis=None), each batch is split along axis 0,
   and tinygrad reduces the gradients across devices when the replicated parameters' gradients are formed."""
 
-  def __init__(self, model: TokenModel, task: RetrievalTask, config: TrainConfig, model_config: SSMaxConfig, devices=None):
-    self.model, self.task, self.config, self.model_config = model, task, config, model_config
+  def __init__(self, model: TokenModel, task: RetrievalTask, config: TrainConfig, devices=None):
+    self.model, self.task, self.config = model, task, config
     self.devices = parse_devices(devices)
     if self.devices is not None and config.batch_size % len(self.devices):
       raise ValueError(f"batch_size={config.batch_size} must be divisible by the number of devices ({len(self.devices)}: {','.join(self.devices)})")
     if self.devices is not None:
       for t in get_state_dict(model).values(): t.shard_(self.devices) if len(self.devices) > 1 else t.replace(t.to(self.devices[0]))
       Tensor.realize(*get_parameters(model))
-    params = [p for p in get_parameters(model) if p.is_param]
-    decay = [p for p in params if p.ndim >= 2]     # matrices and the embedding; biases, LayerNorm, s and b are not decayed
-    no_decay = [p for p in params if p.ndim < 2]
-    b1, b2 = config.betas
-    self.optimizer = OptimizerGroup(AdamW(decay, lr=config.lr, b1=b1, b2=b2, weight_decay=config.weight_decay),
-                                    AdamW(no_decay, lr=config.lr, b1=b1, b2=b2, weight_decay=0.0))
+    self.optimizer = model.configure_optimizers(config.lr, config.betas, config.weight_decay)
     self.step = 0
     self.losses: list[float] = []
-    self.rng = _OwnRNG(config.seed, self.devices or (Device.DEFAULT,))
+    self.rng = DropoutRNG(config.seed, self.devices or (Device.DEFAULT,))
     self._jit = TinyJit(self._train_step)
 
   def _train_step(self, tokens: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
@@ -185,17 +141,17 @@ class Trainer:
     Tensor.realize(loss, norm, *self.optimizer.schedule_step())
     return loss, norm
 
-  def _place(self, t: Tensor, axis: int | None) -> Tensor:
+  def _to_devices(self, t: Tensor, axis: int | None) -> Tensor:
     if self.devices is None: return t
     return t.shard(self.devices, axis=axis).realize() if len(self.devices) > 1 else t.to(self.devices[0]).realize()
 
   def set_lr(self, lr: float) -> None:
     for opt in self.optimizer.optimizers:
-      opt.lr.assign(self._place(Tensor([lr], dtype=opt.lr.dtype), None)).realize()
+      opt.lr.assign(self._to_devices(Tensor([lr], dtype=opt.lr.dtype), None)).realize()
 
   def next_batch(self) -> tuple[Tensor, Tensor]:
-    tokens, targets = self.task.batch(batch_rng(self.config.seed, self.step), self.config.batch_size, self.config.window)
-    return self._place(Tensor(tokens), 0), self._place(Tensor(targets), 0)
+    tokens, targets = self.task.batch(batch_rng(self.config.seed, self.step), self.config.batch_size, self.config.train_length)
+    return self._to_devices(Tensor(tokens), 0), self._to_devices(Tensor(targets), 0)
 
   def train_step(self) -> float:
     self.set_lr(self.config.lr_at(self.step))
@@ -209,7 +165,7 @@ class Trainer:
   def train(self, until: int | None = None, progress: bool = True, on_step=None, desc: str = "train") -> list[float]:
     """Steps until `until` (default config.steps); on_step(trainer) runs after each step (checkpointing, say)."""
     until = self.config.steps if until is None else until
-    tokens_per_step = self.config.batch_size * self.config.window
+    tokens_per_step = self.config.batch_size * self.config.train_length
     bar = tqdm(total=until, initial=self.step, desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
     t0, done = time.perf_counter(), 0
     while self.step < until:
@@ -228,7 +184,7 @@ class Trainer:
       tensors[f"optim.{i}.b1_t"], tensors[f"optim.{i}.b2_t"] = opt.b1_t, opt.b2_t
       for j, (m, v) in enumerate(zip(opt.m, opt.v)): tensors[f"optim.{i}.m.{j}"], tensors[f"optim.{i}.v.{j}"] = m, v
     for i, d in enumerate(self.rng.devices): tensors[f"rng.counter.{i}"] = self.rng.counters[d]
-    meta = dict(step=self.step, losses=self.losses, model=asdict(self.model_config), task=self.task.to_dict(),
+    meta = dict(step=self.step, losses=self.losses, model=asdict(self.model.config), task=self.task.to_dict(),
                 train={**asdict(self.config), "betas": list(self.config.betas)})
     return tensors, meta
 
@@ -275,36 +231,43 @@ def evaluate(model: TokenModel, task: RetrievalTask, lengths: list[int], num_sam
 
 # ---- checkpoints of a training run (format and atomicity: ssmax_tiny/checkpoint.py)
 def save_checkpoint(trainer: Trainer, path) -> str:
-  from ssmax_tiny import checkpoint
   tensors, meta = trainer.state()
   return str(checkpoint.save(path, tensors, meta))
 
 
+# tensor names of earlier versions: the token model's transformer was called `body`
+_RENAMED_TENSORS = {"model.body.": "model.transformer."}
+
+
+def _load(path) -> tuple[dict[str, Tensor], dict]:
+  tensors, meta = checkpoint.load(path)
+  for old, new in _RENAMED_TENSORS.items():
+    tensors = {(new + k[len(old):] if k.startswith(old) else k): v for k, v in tensors.items()}
+  return tensors, meta
+
+
 def _configs(meta: dict) -> tuple[SSMaxConfig, RetrievalTask, TrainConfig]:
-  from ssmax_tiny.checkpoint import CheckpointError
   try:
     return SSMaxConfig.from_options(**meta["model"]), RetrievalTask(**meta["task"]), TrainConfig.from_dict(meta["train"])
   except (KeyError, TypeError, ValueError) as e:
-    raise CheckpointError(f"checkpoint configuration is invalid: {e}") from e
+    raise checkpoint.CheckpointError(f"checkpoint configuration is invalid: {e}") from e
 
 
 def load_trainer(path, steps: int | None = None, devices=None) -> Trainer:
   """Rebuild model, optimizer and RNG from a checkpoint; train() then continues exactly where the run stopped.
   `steps` raises the run's total step count (the learning-rate schedule is defined by it, so it changes the run)."""
-  from ssmax_tiny import checkpoint
-  tensors, meta = checkpoint.load(path)
+  tensors, meta = _load(path)
   model_config, task, config = _configs(meta)
   if steps is not None: config = TrainConfig.from_dict({**asdict(config), "steps": steps})
   model = TokenModel(task.vocab_size, task.num_classes, model_config)
-  trainer = Trainer(model, task, config, model_config, devices=devices)
+  trainer = Trainer(model, task, config, devices=devices)
   trainer.load_state(tensors, meta)
   return trainer
 
 
 def load_token_model(path) -> tuple[TokenModel, RetrievalTask, dict]:
   """The trained model of a checkpoint (no optimizer), its task and the checkpoint's meta."""
-  from ssmax_tiny import checkpoint
-  tensors, meta = checkpoint.load(path)
+  tensors, meta = _load(path)
   model_config, task, _ = _configs(meta)
   model = TokenModel(task.vocab_size, task.num_classes, model_config)
   own = {f"model.{k}": v for k, v in get_state_dict(model).items()}

@@ -54,7 +54,7 @@ def attention(x, p, prefix, cfg, return_weights=False):
     s = p[f"{prefix}.ssmax.s"].reshape(-1, 1, 1) if cfg.get("per_head") else p[f"{prefix}.ssmax.s"].reshape(())
     b = p.get(f"{prefix}.ssmax.bias", np.zeros(1))
     b = b.reshape(-1, 1, 1) if cfg.get("per_head") else b.reshape(())
-    n = np.full((T, 1), T) if cfg.get("seq_len_mode", "row") == "window" else np.arange(1, T + 1)[:, None]
+    n = np.full((T, 1), T) if cfg.get("n_mode", "row") == "sequence" else np.arange(1, T + 1)[:, None]
     w = ssmax(z, s, n, b, mask)
   else:
     w = softmax(z, mask)

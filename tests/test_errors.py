@@ -18,7 +18,9 @@ import ssmax_tiny as st
   (dict(dropout=-0.1), ["dropout=-0.1", "[0, 1)"]),
   (dict(output_mode="first"), ["output_mode='first'", "'last'", "'all'", "'mean'"]),
   (dict(attention="linear"), ["attention='linear'", "'ssmax'", "'softmax'"]),
-  (dict(seq_len_mode="col"), ["seq_len_mode='col'", "'row'", "'window'"]),
+  (dict(n_mode="col"), ["n_mode='col'", "'row'", "'sequence'"]),
+  (dict(seq_len_mode="col"), ["seq_len_mode='col'", "now n_mode", "'row'", "'window'"]),
+  (dict(n_mode="row", seq_len_mode="row"), ["seq_len_mode is the old name of n_mode"]),
   (dict(positional="alibi"), ["positional='alibi'", "'none'", "'rope'"]),
   (dict(hidden_size=12, num_heads=4, positional="rope"), ["rope", "head_dim", "3"]),
   (dict(per_head="yes"), ["per_head='yes'", "True or False"]),
@@ -48,10 +50,12 @@ def test_bad_model_input(shape, words):
   with pytest.raises(ValueError, match="tinygrad Tensor"): model(np.zeros((2, 6, 8)))
 
 
-@pytest.mark.parametrize("seq_len", [0, -3, 2.5, True, "10"])
-def test_bad_seq_len(seq_len):
-  with pytest.raises(ValueError, match="seq_len"):
-    st.compute(Tensor.zeros(2, 4), 1.0, seq_len)
+@pytest.mark.parametrize("n", [0, -3, 2.5, True, "10"])
+def test_bad_n(n):
+  with pytest.raises(ValueError, match=f"n={n!r}"):
+    st.compute(Tensor.zeros(2, 4), 1.0, n)
+  with pytest.raises(ValueError, match=f"n={n!r}"):  # Edifice's name for it
+    st.compute(Tensor.zeros(2, 4), 1.0, seq_len=n)
 
 
 def test_bad_compute_arguments():

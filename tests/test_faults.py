@@ -11,7 +11,7 @@ import pytest
 from ssmax_tiny import checkpoint
 
 ROOT = Path(__file__).parent.parent
-SMALL = ["--hidden", "16", "--heads", "2", "--layers", "1", "--window", "12", "--batch-size", "8", "--no-progress"]
+SMALL = ["--hidden", "16", "--heads", "2", "--layers", "1", "--train-length", "12", "--batch-size", "8", "--no-progress"]
 
 
 def _cli(*args, timeout=600):
@@ -61,14 +61,14 @@ BAD_CLI = [
   (["train", "--steps", "ten"], "'ten' is not an integer"),
   (["train", "--hidden", "0"], "must be >= 1"),
   (["train", "--hidden", "18", "--heads", "4"], "hidden_size=18 must be divisible by num_heads=4"),
-  (["train", "--dropout", "1.5"], "dropout=1.5 must be a number in [0, 1)"),
+  (["train", "--dropout", "1.5"], "dropout=1.5 must be a finite number in [0, 1)"),
   (["train", "--lr", "-0.1"], "lr=-0.1 must be a finite number > 0"),
   (["train", "--lr", "nan"], "lr=nan must be a finite number > 0"),
   (["train", "--task", "copy"], "invalid choice: 'copy'"),
   (["train", "--attention", "linear"], "invalid choice: 'linear'"),
   (["eval", "--lengths", "64,abc"], "is not a comma-separated list of integers"),
   (["eval", "--lengths", "0"], "every value must be an integer >= 1"),
-  (["demo", "--positionals", "none,alibi"], "--positionals entry 'alibi'"),
+  (["demo", "--positionals", "none,alibi"], "--positionals: 'none,alibi': entry 'alibi' is not one of none, rope"),
   (["demo", "--seeds", "-1"], "every value must be an integer >= 0"),
   (["fading", "--max-n", "0"], "must be >= 1"),
   (["bogus"], "invalid choice: 'bogus'"),
@@ -150,3 +150,14 @@ def test_safetensors_that_pass_the_hash_but_are_not_safetensors(tmp_path):
   with pytest.raises(checkpoint.CheckpointError, match="not a readable safetensors file"):
     checkpoint.load(run)
 
+
+
+def test_old_option_names_are_translated_with_a_note(capsys):
+  from ssmax_tiny.cli import build_parser
+  args = build_parser().parse_args(["train", "--window", "12", "--seq-len-mode", "window", "--out", "x"])
+  assert args.train_length == 12 and args.n_mode == "sequence"
+  err = capsys.readouterr().err
+  assert "--window is now --train-length" in err and "--seq-len-mode is now --n-mode; using --n-mode sequence" in err
+  with pytest.raises(SystemExit):
+    build_parser().parse_args(["train", "--seq-len-mode", "col", "--out", "x"])
+  assert "'col' is not one of row, window" in capsys.readouterr().err

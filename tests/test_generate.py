@@ -4,9 +4,8 @@ import pytest
 from conftest import TINY
 from tinygrad import Tensor
 
-from ssmax_tiny.model import SSMaxConfig
+from ssmax_tiny.model import SSMaxConfig, TokenModel
 from ssmax_tiny.tasks import make_task
-from ssmax_tiny.train import TokenModel
 
 TOL = 1e-5
 
@@ -17,7 +16,7 @@ def _next_token_model(positional="none", per_head=False):
   # wide logits, so that the greedy choice is not decided by rounding, and an s away from 1 so that n matters
   model.head.weight = (Tensor.randn(*model.head.weight.shape) * 3).contiguous().realize()
   model.embed.weight = Tensor.randn(*model.embed.weight.shape).contiguous().realize()
-  for m in model.body.ssmax_layers(): m.s.assign(Tensor.uniform(*m.s.shape, low=0.5, high=2.0)).realize()
+  for m in model.transformer.ssmax_layers(): m.s.assign(Tensor.uniform(*m.s.shape, low=0.5, high=2.0)).realize()
   return model
 
 

@@ -21,7 +21,7 @@ def _randomize_ssmax(model):
     if layer.bias is not None: layer.bias.assign(Tensor.uniform(*layer.bias.shape, low=-0.5, high=0.5)).realize()
 
 
-VARIANTS = [dict(), dict(per_head=True, learn_bias=True), dict(seq_len_mode="window"), dict(positional="rope"),
+VARIANTS = [dict(), dict(per_head=True, learn_bias=True), dict(n_mode="sequence"), dict(positional="rope"),
             dict(attention="softmax"), dict(output_mode="last"), dict(output_mode="mean"), dict(embed_dim=16)]
 
 
@@ -34,16 +34,17 @@ def test_model_matches_float64_reference(opts):
   params = {k: v.numpy() for k, v in get_state_dict(model).items()}
   expected = ref.model(x.numpy(), params, asdict(model.config))
   np.testing.assert_allclose(model.forward(x).numpy(), expected, atol=TOL)
-  np.testing.assert_allclose(model.forward(x, fused=False).numpy(), expected, atol=TOL)
+  np.testing.assert_allclose(model.forward(x, fold_scale=False).numpy(), expected, atol=TOL)
 
 
-def test_fused_equals_explicit_and_weights_match_reference():
+def test_folded_equals_explicit_and_weights_match_reference():
   attn = st.build_ssmax_attention(16, 2, per_head=True, learn_bias=True)
   attn.ssmax.s.assign(Tensor([[[0.5]], [[1.7]]])).realize()
   x = Tensor.randn(3, 7, 16).realize()
-  y_fused = attn(x).numpy()
-  y_explicit, w = attn(x, return_weights=True)
-  np.testing.assert_allclose(y_fused, y_explicit.numpy(), atol=TOL)
+  y_folded = attn(x).numpy()
+  y_explicit, w = attn.explicit(x)
+  np.testing.assert_allclose(y_folded, y_explicit.numpy(), atol=TOL)
+  np.testing.assert_allclose(attn(x, fold_scale=False).numpy(), y_explicit.numpy(), atol=0)
   p = {f"a.{k}": v.numpy().astype(np.float64) for k, v in get_state_dict(attn).items()}
   _, w_ref = ref.attention(x.numpy().astype(np.float64), p, "a", dict(num_heads=2, per_head=True), return_weights=True)
   np.testing.assert_allclose(w.numpy(), w_ref, atol=TOL)
@@ -83,7 +84,7 @@ def test_jit_sees_weights_updated_in_place():
   np.testing.assert_allclose(model(x).numpy(), model.forward(x).numpy(), atol=1e-6)
 
 
-@pytest.mark.parametrize("opts", [dict(), dict(positional="rope", seq_len_mode="row")])
+@pytest.mark.parametrize("opts", [dict(), dict(positional="rope", n_mode="row")])
 def test_causality(opts):
   model = st.build(8, **TINY, output_mode="all", dropout=0.0, **opts)
   x = np.random.randn(2, 8, 8).astype(np.float32)
@@ -106,7 +107,7 @@ def _kernels(model, x, train=False):
   return GlobalCounters.kernel_count
 
 
-def test_ssmax_adds_no_kernel_over_softmax_in_fused_path():
+def test_ssmax_adds_no_kernel_over_softmax_when_folded_into_q():
   x = Tensor.randn(2, 6, 8).realize()
   Tensor.manual_seed(1)
   softmax = st.build(8, **TINY, attention="softmax", dropout=0.0)
@@ -172,7 +173,7 @@ def test_s_learns_when_trainable():
 
 
 def test_kv_cache_decoding_equals_full_recompute():
-  # seq_len_mode="row" only: under "window" every row's n is the whole length, so a prefix computed earlier differs by design
+  # n_mode="row" only: under "sequence" every row's n is the whole length, so a prefix computed earlier differs by design
   for opts in (dict(), dict(positional="rope", per_head=True, learn_bias=True)):
     model = st.build(8, **TINY, output_mode="all", **opts)
     _randomize_ssmax(model)
@@ -216,3 +217,12 @@ def test_attend_matches_float64_attention(T_q, T_k, causal):
   np.testing.assert_allclose(got.numpy(), want, atol=TOL)
   if causal:  # and what tinygrad's own attention computes
     np.testing.assert_allclose(got.numpy(), args[0].scaled_dot_product_attention(args[1], args[2], is_causal=True).numpy(), atol=TOL)
+
+
+def test_attend_combines_a_mask_with_causal():
+  q, k, v = (np.random.randn(2, 3, 6, 4) for _ in range(3))
+  mask = np.random.rand(6, 6) < 0.6
+  mask[:, 0] = True                                                 # every row keeps a key
+  want = ref.softmax(q @ k.swapaxes(-1, -2) / 2.0, mask & np.tril(np.ones((6, 6), bool))) @ v
+  got = st.attend(*[Tensor(a.astype(np.float32)) for a in (q, k, v)], Tensor(mask), causal=True)
+  np.testing.assert_allclose(got.numpy(), want, atol=TOL)

@@ -17,8 +17,8 @@ pytestmark = pytest.mark.skipif(not Device.DEFAULT.startswith("CPU"), reason="th
 
 def _trainer(devices, steps=4, dropout=0.0):
   mc = SSMaxConfig(embed_dim=16, hidden_size=16, num_heads=2, num_layers=1, dropout=dropout, window_size=12)
-  tc = TrainConfig(steps=steps, batch_size=8, window=12, seed=0)
-  return Trainer(build_token_model(TASK, mc, 0), TASK, tc, mc, devices=devices)
+  tc = TrainConfig(steps=steps, batch_size=8, train_length=12, seed=0)
+  return Trainer(build_token_model(TASK, mc, 0), TASK, tc, devices=devices)
 
 
 def test_two_cpu_devices_give_the_loss_and_gradients_of_one():
@@ -27,7 +27,7 @@ def test_two_cpu_devices_give_the_loss_and_gradients_of_one():
   tokens, targets = TASK.batch(batch_rng(0, 0), 8, 12)
   grads = []
   for t in (one, two):
-    x, y = t._place(Tensor(tokens), 0), t._place(Tensor(targets), 0)
+    x, y = t._to_devices(Tensor(tokens), 0), t._to_devices(Tensor(targets), 0)
     loss = t.model(x).sparse_categorical_crossentropy(y)
     params = [p for p in get_parameters(t.model) if p.is_param]
     grads.append((loss.item(), [g.numpy() for g in loss.gradient(*params)]))

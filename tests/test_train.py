@@ -1,6 +1,8 @@
 """Training: learning, determinism, checkpoints that round-trip and resume exactly, and damaged checkpoints."""
 import errno
 import json
+import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -21,8 +23,8 @@ TASK = make_task("needle", num_keys=4, num_values=4, num_filler=4)
 
 def _trainer(seed=0, steps=6, dropout=0.1, **model):
   mc = SSMaxConfig(embed_dim=16, hidden_size=16, num_heads=2, num_layers=1, dropout=dropout, window_size=12, **model)
-  tc = TrainConfig(steps=steps, batch_size=8, window=12, lr=1e-2, warmup=2, seed=seed)
-  return Trainer(build_token_model(TASK, mc, seed), TASK, tc, mc)
+  tc = TrainConfig(steps=steps, batch_size=8, train_length=12, lr=1e-2, warmup=2, seed=seed)
+  return Trainer(build_token_model(TASK, mc, seed), TASK, tc)
 
 
 def _params(trainer):
@@ -49,7 +51,7 @@ def test_training_is_deterministic_to_the_bit():
 def test_s_gets_gradient_and_moves_in_training():
   trainer = _trainer(steps=5, per_head=True, learn_bias=True)
   trainer.train(progress=False)
-  s = trainer.model.body.learned_s()
+  s = trainer.model.transformer.learned_s()
   assert all(abs(v - 1.0) > 1e-4 for layer in s for v in layer), s
 
 
@@ -71,6 +73,31 @@ def test_checkpoint_round_trips_exactly(tmp_path):
   model, task, _ = load_token_model(path)
   x = Tensor(TASK.batch(np.random.default_rng(0), 4, 12)[0])
   np.testing.assert_array_equal(model(x).numpy(), trainer.model(x).numpy())
+
+
+def test_checkpoint_files_get_the_ordinary_file_mode(tmp_path):
+  old = os.umask(0o022)
+  try:
+    jp = Path(save_checkpoint(_trainer(), tmp_path / "run"))
+  finally:
+    os.umask(old)
+  weights = jp.parent / json.loads(jp.read_text())["weights"]
+  assert stat.S_IMODE(jp.stat().st_mode) == 0o644 and stat.S_IMODE(weights.stat().st_mode) == 0o644
+
+
+def test_checkpoint_written_with_the_old_names_still_loads(tmp_path):
+  # before the rename: TokenModel.body (now .transformer), seq_len_mode="window" (n_mode="sequence"), TrainConfig.window
+  trainer = _trainer(n_mode="sequence")
+  trainer.train(until=2, progress=False)
+  tensors, meta = trainer.state()
+  tensors = {k.replace("model.transformer.", "model.body."): v for k, v in tensors.items()}
+  meta["model"]["seq_len_mode"] = {"sequence": "window"}[meta["model"].pop("n_mode")]
+  meta["train"]["window"] = meta["train"].pop("train_length")
+  checkpoint.save(tmp_path / "old", tensors, meta)
+  resumed = load_trainer(tmp_path / "old")
+  assert resumed.model.config.n_mode == "sequence" and resumed.config.train_length == 12 and resumed.step == 2
+  ps, pr = _params(trainer), _params(resumed)
+  for k in ps: np.testing.assert_array_equal(ps[k], pr[k])
 
 
 def test_resume_equals_an_uninterrupted_run(tmp_path):
@@ -138,7 +165,7 @@ def test_loading_a_checkpoint_into_another_model_names_the_mismatch(tmp_path):
   save_checkpoint(trainer, tmp_path / "run")
   tensors, meta = checkpoint.load(tmp_path / "run")
   other = _trainer(per_head=True)
-  with pytest.raises(ValueError, match=r"model.body.blocks.0.attn.ssmax.s: expected \(2, 1, 1\)"):
+  with pytest.raises(ValueError, match=r"model.transformer.blocks.0.attn.ssmax.s: expected \(2, 1, 1\)"):
     other.load_state(tensors, meta)
   del tensors["model.head.bias"]
   with pytest.raises(ValueError, match="missing: model.head.bias"): trainer.load_state(tensors, meta)
@@ -148,7 +175,7 @@ def _cli(*args, cwd):
   return subprocess.run([sys.executable, "-m", "ssmax_tiny", *args], cwd=cwd, capture_output=True, text=True, timeout=600)
 
 
-SMALL = ["--hidden", "16", "--heads", "2", "--layers", "1", "--window", "12", "--batch-size", "8", "--no-progress"]
+SMALL = ["--hidden", "16", "--heads", "2", "--layers", "1", "--train-length", "12", "--batch-size", "8", "--no-progress"]
 
 
 def test_cli_train_eval_resume_and_demo_smoke(tmp_path):
