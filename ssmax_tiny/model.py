@@ -32,7 +32,7 @@ from dataclasses import dataclass, fields
 from typing import NamedTuple
 
 import numpy as np
-from tinygrad import Tensor, TinyJit, Variable, dtypes, nn
+from tinygrad import Context, Tensor, TinyJit, Variable, dtypes, nn
 from tinygrad.helpers import TRAINING
 from tinygrad.nn.optim import AdamW, OptimizerGroup
 from tinygrad.nn.state import get_parameters
@@ -53,6 +53,18 @@ def ssmax_scale(s: float | Tensor, n: int | Tensor, bias: float | Tensor = 0.0) 
   return s * log_n(n) + bias
 
 
+def masked_softmax(scores: Tensor, mask: Tensor | None = None) -> Tensor:
+  """softmax over the last axis, over the keys `mask` allows (True = may attend). A row that allows no key (a padded
+  query) gets all-zero weights, as FlashAttention returns, instead of NaN: its maximum is taken as 0 and its sum as 1, so
+  no NaN reaches the backward pass either. Other rows get exactly tinygrad's softmax (tinygrad/mixin/op.py, _softmax)."""
+  if mask is None: return scores.softmax(-1)
+  z = mask.where(scores, -math.inf)
+  top = z.max(-1, keepdim=True).detach()
+  e = (z - (top == -math.inf).where(0.0, top)).exp()
+  total = e.sum(-1, keepdim=True)
+  return e / (total == 0).where(1.0, total)
+
+
 def compute(logits: Tensor, s: float | Tensor, n: int | Tensor | None = None, *, bias: float | Tensor = 0.0,
             mask: Tensor | None = None, seq_len: int | Tensor | None = None) -> Tensor:
   """SSMax over the last axis: softmax((s * log(n) + bias) * logits), the paper's formula (not Edifice's shift).
@@ -62,7 +74,7 @@ def compute(logits: Tensor, s: float | Tensor, n: int | Tensor | None = None, *,
   broadcastable to logits with last dimension 1 (n per row: causal row i sees i+1 keys);
   mask an optional bool Tensor broadcastable to logits, True where a key may be attended.
   The mask is applied after scaling, so a scale of 0 (n = 1) or below (s < 0) never turns -inf into NaN or into weight.
-  A row with every key masked has no defined distribution and gives NaN, as in PyTorch.
+  A row with every key masked gets all-zero weights (FlashAttention's convention; `masked_softmax`), never NaN.
   float16/bfloat16 logits are scaled and normalised in float32, and the weights returned in the logits' dtype.
   """
   if seq_len is not None:
@@ -84,9 +96,8 @@ def compute(logits: Tensor, s: float | Tensor, n: int | Tensor | None = None, *,
   lo = (mask.where(z, math.inf) if mask is not None else z).min(-1, keepdim=True)
   top = (c >= 0).where(hi, lo) if isinstance(c, Tensor) else hi if c >= 0 else lo
   z = (z - top).clip(-big, big) * c
-  if mask is not None: z = mask.where(z, -math.inf)
   # softmax subtracts the row maximum again; every unmasked value is finite here
-  return z.softmax(-1).cast(logits.dtype)
+  return masked_softmax(z, mask).cast(logits.dtype)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -176,8 +187,37 @@ def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, causal: 
   multiplies with v and recomputes it for every column of the output (bench/attention_layout.py times both)."""
   scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])                      # (B, H, T, T_k)
   if causal and (cm := causal_mask(scores, start_pos)) is not None: mask = cm if mask is None else cm & mask
-  if mask is not None: scores = mask.where(scores, -math.inf)
-  return scores.softmax(-1).contiguous() @ v                                       # (B, H, T, T_k) @ (B, H, T_k, Hd)
+  return masked_softmax(scores, mask).contiguous() @ v                             # (B, H, T, T_k) @ (B, H, T_k, Hd)
+
+
+# Scores one block of queries may hold at inference before the queries are split into blocks: 2^26 floats, 256 MiB in
+# float32 (at 4 heads, batch 1: the whole matrix up to T = 4096, then 2048 queries at a time at 8192, 256 at 65,536).
+SCORE_BUDGET = 1 << 26
+
+
+def default_query_block(batch: int, heads: int, T: int, T_k: int) -> int:
+  """Queries per block so that one block of scores [B, H, C, T_k] holds at most SCORE_BUDGET floats: T (one block, the
+  materialised path) when the whole matrix fits, else a multiple of 16 (at least 16)."""
+  if batch * heads * T * T_k <= SCORE_BUDGET: return T
+  return max(16, SCORE_BUDGET // (batch * heads * T_k) // 16 * 16)
+
+
+def attend_blocked(q: Tensor, k: Tensor, v: Tensor, query_block: int, start_pos: int = 0) -> Tensor:
+  """Causal `attend` one block of query_block queries at a time, each block realised before the next, so that the extra
+  memory is one block of scores [B, H, C, T_k] instead of [B, H, T, T_k]. Each query row is computed exactly as in
+  `attend` (a row's softmax needs only its own scores), so the result is the same; a block's queries see no key after
+  its last row, so the keys are cut there. Realising breaks the autograd graph: inference and prefill only."""
+  T = q.shape[2]
+  q, k, v = (t.contiguous().realize() for t in (q, k, v))  # computed once, read by every block
+  blocks = []
+  # Every block has its own number of keys, so its scores have their own size; tinygrad's allocator keeps freed buffers
+  # for reuse by size (LRUAllocator, tinygrad/device.py), which here would hold one of each, T^2/2 in all. LRU=0 frees them.
+  with Context(LRU=0):
+    for c0 in range(0, T, query_block):
+      c1 = min(T, c0 + query_block)
+      keys = start_pos + c1                                # row c1 - 1 sees keys 0..start_pos + c1 - 1
+      blocks.append(attend(q[:, :, c0:c1], k[:, :, :keys], v[:, :, :keys], causal=True, start_pos=start_pos + c0).realize())
+  return Tensor.cat(*blocks, dim=2)                                                 # (B, H, T, Hd)
 
 
 class Attended(NamedTuple):
@@ -239,14 +279,18 @@ class SSMaxAttention:
     B, _, T, _ = y.shape
     return self.out(y.transpose(1, 2).reshape(B, T, self.num_heads * self.head_dim))   # (B, H, T, Hd) -> (B, T, C)
 
-  def __call__(self, x: Tensor, start_pos: int | Tensor = 0, cache: Tensor | None = None, fold_scale: bool = True) -> Tensor:
-    """[B, T, C] -> [B, T, C]. fold_scale=False takes the explicit path (`explicit`), the same result to 1e-5."""
+  def __call__(self, x: Tensor, start_pos: int | Tensor = 0, cache: Tensor | None = None, fold_scale: bool = True,
+               query_block: int | None = None) -> Tensor:
+    """[B, T, C] -> [B, T, C]. fold_scale=False takes the explicit path (`explicit`), the same result to 1e-5.
+    query_block=C < T attends C queries at a time (`attend_blocked`: inference and prefill, not differentiable)."""
+    if query_block is not None: check_int("query_block", query_block)
     if not fold_scale: return self.explicit(x, start_pos, cache).output
     q, k, v = self._qkv(x, start_pos, cache)
     if self.ssmax is not None:
       # ((s log n_i + b) q_i) . k_j = (s log n_i + b) z_ij. contiguous_backward realises the gradient that reaches q's
       # projection (dq * scale) once; left lazy, both matmuls that read it recompute it with a per-row index in their loops
       q = q.contiguous_backward() * self.ssmax.scale(self.keys_seen(x.shape[1], start_pos))  # (T, 1) or (H, T, 1)
+    if query_block is not None and query_block < x.shape[1]: return self._merge(attend_blocked(q, k, v, query_block, start_pos))
     return self._merge(attend(q, k, v, causal=True, start_pos=start_pos))
 
   def explicit(self, x: Tensor, start_pos: int | Tensor = 0, cache: Tensor | None = None) -> Attended:
@@ -284,8 +328,9 @@ class TransformerBlock:
     self.ffn = FeedForward(hidden_size, out_std)
     self.dropout = dropout
 
-  def __call__(self, x: Tensor, start_pos: int | Tensor = 0, cache: Tensor | None = None, fold_scale: bool = True) -> Tensor:
-    x = x + self.attn(self.ln1(x), start_pos, cache, fold_scale).dropout(self.dropout)
+  def __call__(self, x: Tensor, start_pos: int | Tensor = 0, cache: Tensor | None = None, fold_scale: bool = True,
+               query_block: int | None = None) -> Tensor:
+    x = x + self.attn(self.ln1(x), start_pos, cache, fold_scale, query_block).dropout(self.dropout)
     x = x + self.ffn(self.ln2(x)).dropout(self.dropout)
     return x
 
@@ -327,6 +372,7 @@ class SSMaxConfig:
   learn_s: bool = True           # False keeps s fixed at init_s
   learn_bias: bool = False       # softmax((s log n + b) z), paper Section 3
   positional: str = "none"       # "rope": rotary embedding on q and k (the paper's setting); Edifice has none
+  query_block: int | None = None # inference: queries per attention block; None chooses from T (default_query_block)
 
   def __post_init__(self):
     for name in ("embed_dim", "hidden_size", "num_heads", "num_layers", "window_size"): check_int(name, getattr(self, name))
@@ -335,6 +381,7 @@ class SSMaxConfig:
     check_number("dropout", self.dropout, 0, 1, high_open=True)
     check_number("init_s", self.init_s)
     for name in ("per_head", "learn_s", "learn_bias"): check_bool(name, getattr(self, name))
+    if self.query_block is not None: check_int("query_block", self.query_block)
     check_choice("output_mode", self.output_mode, OUTPUT_MODES)
     check_choice("attention", self.attention, ATTENTIONS)
     check_choice("n_mode", self.n_mode, N_MODES)
@@ -397,10 +444,19 @@ class SSMaxTransformer:
     holds the positions after the start_pos ones already cached, and their keys and values are written into it."""
     h = self.input_proj(x) if self.input_proj is not None else x
     layer_caches = cache.layers if cache is not None else [None] * len(self.blocks)
+    query_block = self.query_block(x.shape[0], x.shape[1], start_pos)
     for i, (block, layer_cache) in enumerate(zip(self.blocks, layer_caches)):
-      h = block(h, start_pos, layer_cache, fold_scale)
+      h = block(h, start_pos, layer_cache, fold_scale, query_block)
       if i < len(self.blocks) - 1: h = h.dropout(self.config.dropout)  # between blocks, not after the last
     return self.ln_f(h)
+
+  def query_block(self, batch: int, T: int, start_pos: int | Tensor = 0) -> int | None:
+    """Queries per attention block for this call: None (the materialised path) in training, which needs the graph that
+    blocks break, and for a symbolic start_pos (a decoding step has one query); else config.query_block, or one chosen
+    from T by default_query_block."""
+    if TRAINING or not isinstance(start_pos, int): return None
+    if self.config.query_block is not None: return self.config.query_block
+    return default_query_block(batch, self.config.num_heads, T, start_pos + T)
 
   def read_out(self, h: Tensor) -> Tensor:
     if self.config.output_mode == "last": return h[:, -1, :]   # (B, T, h) -> (B, h)
