@@ -31,8 +31,14 @@ def _model(query_block, **opts):
   return model
 
 
-@pytest.mark.parametrize("opts", VARIANTS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()) or "default")
-@pytest.mark.parametrize("T,block", [(20, 7), (16, 4), (9, 1), (13, 16)])   # blocks that do and do not divide T, and one > T
+# every attention option with a block that does not divide T; then blocks that divide T, of one query, larger than T
+CASES = [(opts, 20, 7) for opts in VARIANTS] + [(dict(), 16, 4), (dict(positional="rope"), 9, 1), (dict(), 13, 16)]
+
+
+def _id(v): return (",".join(f"{k}={x}" for k, x in v.items()) or "default") if isinstance(v, dict) else str(v)
+
+
+@pytest.mark.parametrize("opts,T,block", CASES, ids=_id)
 def test_blocked_equals_materialised_and_the_float64_reference(opts, T, block):
   blocked = _model(block, **opts)
   assert blocked.query_block(2, T) == block

@@ -1,0 +1,101 @@
+"""Evaluation at long context: time and peak memory of one forward pass of the Edifice default model (embed 64, hidden
+256, 4 heads, 6 layers, SSMax), batch 1, at each T, tinygrad (attention in blocks of queries, `attend_blocked`) against
+PyTorch's scaled_dot_product_attention on the same shapes. Each (framework, T) runs in a fresh process, so that its peak
+resident memory (ru_maxrss) is its own.
+
+  python bench/long_context.py [--lengths 1024,4096,16384] [--frameworks tinygrad,torch] [--out bench/long_context]
+
+Writes OUT.json, OUT.md and OUT.png (time and peak memory against T).
+"""
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).parent.parent
+
+
+def run_one(framework: str, T: int) -> dict:
+  """In this process: one untimed forward at T (compiling kernels), then one timed; peak RSS of the process."""
+  if framework == "torch":
+    import torch
+    sys.path.insert(0, str(Path(__file__).parent))
+    from torch_ref import TorchSSMaxTransformer
+    torch.manual_seed(0)
+    model = TorchSSMaxTransformer(64).eval()
+    x = torch.randn(1, T, 64)
+    with torch.no_grad():
+      model(x)
+      t0 = time.perf_counter(); model(x); seconds = time.perf_counter() - t0
+    device = f"torch {torch.__version__}, {torch.get_num_threads()} threads"
+  else:
+    from tinygrad import Device, Tensor
+
+    import ssmax_tiny
+    Tensor.manual_seed(0)
+    model = ssmax_tiny.build(64)
+    x = Tensor.randn(1, T, 64).realize()
+    model.forward(x).realize()
+    t0 = time.perf_counter(); model.forward(x).realize(); seconds = time.perf_counter() - t0
+    device = f"tinygrad {Device.DEFAULT}, query block {model.query_block(1, T)}"
+  return dict(framework=framework, T=T, seconds=seconds, per_token_ms=1000 * seconds / T, device=device,
+              peak_rss_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+
+
+def plot(rows: list[dict], path: Path) -> bool:
+  try:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+  except ImportError:
+    return False
+  fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+  for fw in dict.fromkeys(r["framework"] for r in rows):
+    rs = [r for r in rows if r["framework"] == fw]
+    axes[0].plot([r["T"] for r in rs], [r["seconds"] for r in rs], "o-", label=fw)
+    axes[1].plot([r["T"] for r in rs], [r["peak_rss_mib"] / 1024 for r in rs], "o-", label=fw)
+  for ax, label in zip(axes, ("forward time, s", "peak memory of the process, GiB")):
+    ax.set_xscale("log", base=2); ax.set_yscale("log"); ax.set_xlabel("T (batch 1)"); ax.set_ylabel(label); ax.grid(alpha=0.3)
+  axes[0].legend(); fig.suptitle("Edifice default model (hidden 256, 4 heads, 6 layers), one forward pass", fontsize=10)
+  fig.tight_layout(); fig.savefig(path, dpi=120); plt.close(fig)
+  return True
+
+
+def main():
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument("--lengths", default="1024,4096,16384", help="sequence lengths (default 1024,4096,16384)")
+  p.add_argument("--frameworks", default="tinygrad,torch", help="tinygrad, torch or both (default both)")
+  p.add_argument("--out", type=Path, default=ROOT / "bench" / "long_context", help="OUT.json, OUT.md, OUT.png (default bench/long_context)")
+  p.add_argument("--one", default=None, help=argparse.SUPPRESS)  # framework:T, run in this process (the driver's children)
+  a = p.parse_args()
+  if a.one:
+    fw, T = a.one.split(":")
+    print(json.dumps(run_one(fw, int(T))))
+    return
+  rows = []
+  for T in [int(t) for t in a.lengths.split(",")]:
+    for fw in a.frameworks.split(","):
+      out = subprocess.run([sys.executable, __file__, "--one", f"{fw}:{T}"], capture_output=True, text=True, env=os.environ)
+      if out.returncode != 0:
+        print(f"{fw} at T = {T} failed: {out.stderr.strip().splitlines()[-1] if out.stderr.strip() else out.returncode}")
+        continue
+      rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+      r = rows[-1]
+      print(f"{fw:>8} T = {T:>6}: {r['seconds']:8.2f} s  {r['per_token_ms']:7.3f} ms/token  peak {r['peak_rss_mib']:8.0f} MiB  "
+            f"({r['device']})", flush=True)
+  lines = ["| T | framework | forward s | ms per token | peak memory MiB | notes |", "|---|---|---|---|---|---|"]
+  lines += [f"| {r['T']} | {r['framework']} | {r['seconds']:.2f} | {r['per_token_ms']:.3f} | {r['peak_rss_mib']:.0f} | {r['device']} |" for r in rows]
+  a.out.parent.mkdir(parents=True, exist_ok=True)
+  a.out.with_suffix(".json").write_text(json.dumps(rows, indent=1))
+  a.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+  print("\n".join(lines))
+  plotted = plot(rows, a.out.with_suffix(".png"))
+  print(f"wrote {a.out.with_suffix('.json')}, {a.out.with_suffix('.md')}" + (f", {a.out.with_suffix('.png')}" if plotted else ""))
+
+
+if __name__ == "__main__":
+  main()
