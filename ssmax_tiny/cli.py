@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from pathlib import Path
 
@@ -175,8 +176,13 @@ def cmd_train(args) -> int:
     trainer = Trainer(build_token_model(task, model_config(args, args.attention), args.seed), task, train_config(args, args.seed),
                       devices=args.devices)
 
+  # Ctrl-C ends the run between steps, never inside tinygrad (an interrupt there could leave its device worker waiting)
+  interrupted = []
+  previous = signal.signal(signal.SIGINT, lambda signum, frame: interrupted.append(signum))
+
   def on_step(t):
     if args.ckpt_every and t.step % args.ckpt_every == 0 and t.step < t.config.steps: save_checkpoint(t, args.out)
+    if interrupted: raise KeyboardInterrupt
 
   try:
     trainer.train(progress=not args.no_progress, on_step=on_step)
@@ -184,6 +190,8 @@ def cmd_train(args) -> int:
     # a step cut short may have updated some parameters and not others: keep the last checkpoint, do not save this state
     print(f"\ninterrupted at step {trainer.step}; the last checkpoint in {args.out} is intact: continue with --resume", file=sys.stderr)
     return 130
+  finally:
+    signal.signal(signal.SIGINT, previous)
   path = save_checkpoint(trainer, args.out)
   tail = trainer.losses[-min(20, len(trainer.losses)):]
   print(f"step {trainer.step}: mean loss of the last {len(tail)} steps {sum(tail) / max(1, len(tail)):.4f}; checkpoint {path}")
