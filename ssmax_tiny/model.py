@@ -37,7 +37,7 @@ from tinygrad.helpers import TRAINING
 from tinygrad.nn.optim import AdamW, OptimizerGroup
 from tinygrad.nn.state import get_parameters
 
-from ssmax_tiny.checks import check_bool, check_choice, check_int, check_number
+from ssmax_tiny.checks import check_bool, check_choice, check_int, check_number, translate_renamed
 
 # ---------------------------------------------------------------------------------------------------------------------
 # 1. The SSMax function (paper eq. 4)
@@ -299,7 +299,7 @@ class SSMaxAttention:
     scores = q @ k.transpose(-2, -1) / math.sqrt(self.head_dim)                    # (B, H, T, T_k)
     mask = causal_mask(scores, start_pos)
     if self.ssmax is not None: weights = self.ssmax(scores, self.keys_seen(x.shape[1], start_pos), mask)
-    else: weights = (mask.where(scores, -math.inf) if mask is not None else scores).softmax(-1)
+    else: weights = masked_softmax(scores, mask)
     return Attended(self._merge(weights.contiguous() @ v), weights)                 # (B, H, T, Hd); see attend()
 
 
@@ -344,14 +344,7 @@ _RENAMED_OPTIONS = {"seq_len_mode": ("n_mode", {"row": "row", "window": "sequenc
 
 def renamed_options(options: dict) -> dict:
   """options with the names of earlier versions translated: seq_len_mode="window" -> n_mode="sequence"."""
-  options = dict(options)
-  for old, (new, values) in _RENAMED_OPTIONS.items():
-    if old in options:
-      if new in options: raise ValueError(f"{old} is the old name of {new}: pass only {new}")
-      value = options.pop(old)
-      if value not in values: raise ValueError(f"{old}={value!r} (now {new}) is not one of {', '.join(map(repr, values))}")
-      options[new] = values[value]
-  return options
+  return translate_renamed(options, _RENAMED_OPTIONS)
 
 
 @dataclass(frozen=True)

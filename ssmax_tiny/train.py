@@ -19,12 +19,12 @@ from tinygrad.nn.state import get_parameters, get_state_dict
 from tqdm.auto import tqdm
 
 from ssmax_tiny import checkpoint
-from ssmax_tiny.checks import check_int, check_number
+from ssmax_tiny.checks import check_int, check_number, translate_renamed
 from ssmax_tiny.model import SSMaxConfig, TokenModel
 from ssmax_tiny.tasks import RetrievalTask, batch_rng
 
 # names of earlier versions, still accepted by TrainConfig.from_dict (and so by old checkpoints)
-_RENAMED_TRAIN_OPTIONS = {"window": "train_length"}
+_RENAMED_TRAIN_OPTIONS = {"window": ("train_length", None)}
 
 
 @dataclass(frozen=True)
@@ -54,11 +54,7 @@ class TrainConfig:
   def from_dict(cls, d: dict) -> TrainConfig:
     """Like TrainConfig(**d), but an unknown option is a ValueError that lists the accepted ones, and the names of
     earlier versions (window) are translated (train_length)."""
-    d = dict(d)
-    for old, new in _RENAMED_TRAIN_OPTIONS.items():
-      if old in d:
-        if new in d: raise ValueError(f"{old} is the old name of {new}: pass only {new}")
-        d[new] = d.pop(old)
+    d = translate_renamed(d, _RENAMED_TRAIN_OPTIONS)
     unknown = sorted(set(d) - {f.name for f in fields(cls)})
     if unknown: raise ValueError(f"unknown training option(s) {', '.join(unknown)}; accepted: {', '.join(f.name for f in fields(cls))}")
     if "betas" in d: d["betas"] = tuple(d["betas"])
