@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: setup test test-slow test-cl demo bench tune lint clean
+.PHONY: setup test test-slow test-cl demo lm bench tune lint clean
 
 setup: $(STAMP)
 
@@ -32,6 +32,9 @@ test-slow: $(STAMP)  ## the slow tests kept out of `make test`
 
 demo: $(STAMP)  ## SSMax against softmax on long-context retrieval (under 10 minutes on 2 cores); ARGS adds flags
 	$(PY) -m ssmax_tiny demo $(ARGS)
+
+lm: $(STAMP)  ## the language-model comparison on real text, softmax / SSMax / scale-invariant x RoPE / none x 3 seeds (about 20 minutes on 2 cores) -> runs/lm
+	$(PY) -m ssmax_tiny lm-compare $(ARGS)
 
 bench: $(STAMP)  ## side by side: tinygrad on each device present, numpy sgemm, PyTorch (installed here) -> bench/results.{json,md}
 	$(PY) -m pip install -q -e '.[torch]'

@@ -12,6 +12,7 @@ from ssmax_tiny.model import (  # noqa: E402 (after the environment is set)
   Decoder,
   FeedForward,
   KVCache,
+  LanguageModel,
   SSMax,
   SSMaxAttention,
   SSMaxConfig,
@@ -26,8 +27,10 @@ from ssmax_tiny.model import (  # noqa: E402 (after the environment is set)
   layer,
   output_size,
   ssmax_scale,
+  with_options,
 )
 
 __version__ = "0.1.0"
-__all__ = ["Attended", "Decoder", "FeedForward", "KVCache", "SSMax", "SSMaxAttention", "SSMaxConfig", "SSMaxTransformer", "TokenModel",
-           "TransformerBlock", "attend", "build", "build_ssmax_attention", "causal_mask", "compute", "layer", "output_size", "ssmax_scale"]
+__all__ = ["Attended", "Decoder", "FeedForward", "KVCache", "LanguageModel", "SSMax", "SSMaxAttention", "SSMaxConfig", "SSMaxTransformer",
+           "TokenModel", "TransformerBlock", "attend", "build", "build_ssmax_attention", "causal_mask", "compute", "layer", "output_size",
+           "ssmax_scale", "with_options"]

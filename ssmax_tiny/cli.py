@@ -1,4 +1,4 @@
-"""Command line: python -m ssmax_tiny {train, eval, demo, fading} (also installed as `ssmax-tiny`).
+"""Command line: python -m ssmax_tiny {train, eval, demo, lm, lm-compare, fading} (also installed as `ssmax-tiny`).
 
 The top of the package: it imports the library, nothing imports it. tinygrad picks its device from the environment:
 DEV=CPU, DEV=CL, DEV=CUDA, ...; every command prints the one it used.
@@ -11,16 +11,20 @@ import signal
 import sys
 from pathlib import Path
 
+import numpy as np
 from tinygrad import Device
 
 from ssmax_tiny import checkpoint, report
 from ssmax_tiny.demo import run_demo
+from ssmax_tiny.lm import LM_ATTENTIONS, build_lm, compare, evaluate_lm
 from ssmax_tiny.model import ATTENTIONS, N_MODES, POSITIONALS, SSMaxConfig
 from ssmax_tiny.tasks import TASKS, make_task
+from ssmax_tiny.text import TextTask
 from ssmax_tiny.train import TrainConfig, Trainer, build_token_model, evaluate, load_token_model, load_trainer, save_checkpoint
 
 DEMO_LENGTHS = (64, 128, 256, 512, 1024)
 TRAIN_DEFAULTS = TrainConfig()   # the one source of the training defaults
+LM_TRAIN = TrainConfig(steps=200, batch_size=16, train_length=128, lr=3e-3, warmup=20)  # `make lm`'s budget (README)
 
 
 def _int_list(text: str, minimum: int = 1) -> list[int]:
@@ -75,9 +79,9 @@ class _Renamed(argparse.Action):
     setattr(namespace, self.dest, value)
 
 
-def _model_args(p: argparse.ArgumentParser, positional: bool = True) -> None:
+def _model_args(p: argparse.ArgumentParser, positional: bool = True, hidden: int = 32, lm: bool = False) -> None:
   g = p.add_argument_group("model (Edifice's build options, then ours)")
-  g.add_argument("--hidden", type=_positive_int, default=32, help="hidden_size, also the token embedding width (default 32)")
+  g.add_argument("--hidden", type=_positive_int, default=hidden, help=f"hidden_size, also the token embedding width (default {hidden})")
   g.add_argument("--heads", type=_positive_int, default=4, help="num_heads (default 4)")
   g.add_argument("--layers", type=_positive_int, default=2, help="num_layers (default 2)")
   g.add_argument("--dropout", type=float, default=0.0, help="dropout (default 0.0: synthetic data does not overfit)")
@@ -91,12 +95,19 @@ def _model_args(p: argparse.ArgumentParser, positional: bool = True) -> None:
   g.add_argument("--learn-bias", action="store_true", help="learn a bias b: softmax((s log n + b) z) (paper Section 3)")
   g.add_argument("--fixed-s", action="store_true", help="keep s fixed at --init-s instead of learning it")
   g.add_argument("--init-s", type=float, default=1.0, help="initial s (default 1.0, as Edifice)")
+  if lm:
+    g.add_argument("--rope-fraction", type=float, default=1.0, help="partial RoPE: the fraction of each head that rotates (default 1)")
+    g.add_argument("--rope-base", type=float, default=10000.0, help="RoPE's base (default 10000)")
+    g.add_argument("--qk-norm", action="store_true", help="RMSNorm on each head's q and k before RoPE and scaling")
 
 
-def _train_args(p: argparse.ArgumentParser, steps: int) -> None:
-  d = TRAIN_DEFAULTS
+def _train_args(p: argparse.ArgumentParser, steps: int, d: TrainConfig = TRAIN_DEFAULTS, text: bool = False) -> None:
   g = p.add_argument_group("training (AdamW, the paper's recipe)")
-  g.add_argument("--task", choices=TASKS, default="needle", help="retrieval task (default needle)")
+  if text:
+    g.add_argument("--data", default=None, help="text to train on: a file, a folder or a glob (default: Python's own documentation, "
+                   "pydoc_data.topics); the last 10%% of each file is held out")
+    g.add_argument("--passkey-rate", type=float, default=0.25, help="share of each batch that carries a pass key (default 0.25)")
+  else: g.add_argument("--task", choices=TASKS, default="needle", help="retrieval task (default needle)")
   g.add_argument("--steps", type=_positive_int, default=steps, help=f"training steps (default {steps})")
   g.add_argument("--batch-size", type=_positive_int, default=d.batch_size, help=f"sequences per step (default {d.batch_size})")
   g.add_argument("--train-length", type=_positive_int, default=d.train_length, help=f"training sequence length (default {d.train_length})")
@@ -109,7 +120,7 @@ def _train_args(p: argparse.ArgumentParser, steps: int) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(prog="ssmax-tiny", description="Scalable-Softmax (SSMax) attention in tinygrad: train, evaluate, compare.")
-  sub = parser.add_subparsers(dest="command", required=True, metavar="{train,eval,demo,fading}")
+  sub = parser.add_subparsers(dest="command", required=True, metavar="{train,eval,demo,lm,lm-compare,fading}")
 
   p = sub.add_parser("train", help="train one model on a retrieval task, with checkpoints", description="Train one model on a retrieval task.")
   _train_args(p, steps=TRAIN_DEFAULTS.steps)
@@ -144,6 +155,39 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--out", type=Path, default=Path("runs/demo"), help="results.json, results.md and plots go here (default runs/demo)")
   p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
+  p = sub.add_parser("lm", help="train one byte-level language model on real text, with checkpoints; evaluate; sample",
+                     description="A next-byte model on real text (default: Python's documentation): train at one length, "
+                                 "checkpoint, resume; then the held-out loss by position to 16x that length, pass key retrieval, a sample.")
+  _train_args(p, steps=LM_TRAIN.steps, d=LM_TRAIN, text=True)
+  _model_args(p, hidden=64, lm=True)
+  p.add_argument("--attention", choices=ATTENTIONS, default="ssmax", help="attention (default ssmax)")
+  p.add_argument("--no-tie", action="store_true", help="a separate output head instead of the tied embedding")
+  p.add_argument("--seed", type=_nonneg_int, default=0, help="seed for weights, data and dropout (default 0)")
+  p.add_argument("--out", type=Path, required=True, help="run directory: checkpoint.json and its weights, eval.json")
+  p.add_argument("--ckpt-every", type=_nonneg_int, default=100, help="checkpoint every N steps, and at the end (0: only at the end)")
+  p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+  p.add_argument("--factor", type=_positive_int, default=16, help="evaluate to this multiple of the training length (default 16)")
+  p.add_argument("--prompt", default="The pass key is", help="prompt for the sample printed at the end")
+  p.add_argument("--sample", type=_nonneg_int, default=200, help="bytes to sample after the prompt (default 200; 0: none)")
+  p.add_argument("--temperature", type=float, default=0.8, help="sampling temperature (default 0.8; 0: greedy)")
+  p.add_argument("--top-k", type=_positive_int, default=None, help="sample among the k most likely bytes")
+  p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+  p = sub.add_parser("lm-compare", help="the language-model comparison (make lm): softmax, SSMax, scale-invariant, with and without RoPE",
+                     description="Train every attention x positional x seed on the same data, initial weights and budget; "
+                                 "evaluate the loss by position to 16x the training length and pass key retrieval.")
+  _train_args(p, steps=LM_TRAIN.steps, d=LM_TRAIN, text=True)
+  _model_args(p, positional=False, hidden=64, lm=True)
+  p.add_argument("--attentions", type=_name_list(ATTENTIONS), default=list(LM_ATTENTIONS),
+                 help=f"attentions to train (default {','.join(LM_ATTENTIONS)}; softmax runs are also evaluated with qwen_logn)")
+  p.add_argument("--positionals", type=_name_list(POSITIONALS), default=["rope", "none"], help="position settings (default rope,none)")
+  p.add_argument("--seeds", type=_seed_list, default=[0, 1, 2], help="seeds (default 0,1,2)")
+  p.add_argument("--factor", type=_positive_int, default=16, help="evaluate to this multiple of the training length (default 16)")
+  p.add_argument("--windows", type=_positive_int, default=8, help="held-out windows for the loss by position (default 8)")
+  p.add_argument("--samples", type=_positive_int, default=8, help="pass key samples per length and depth (default 8)")
+  p.add_argument("--out", type=Path, default=Path("runs/lm"), help="results and plots go here (default runs/lm)")
+  p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
   p = sub.add_parser("fading", help="the paper's Figure 1: attention fading, computed with compute()",
                      description="Largest attention weight against n for softmax and SSMax (arXiv:2501.19399 Figure 1).")
   p.add_argument("--s", type=float, default=0.43, help="SSMax's s (default 0.43, as in the paper)")
@@ -154,9 +198,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 # ---- parsed arguments -> the library's configurations, in this one place
 def model_config(args, attention: str) -> SSMaxConfig:
+  lm = dict(rope_fraction=args.rope_fraction, rope_base=args.rope_base, qk_norm=args.qk_norm, train_length=args.train_length) \
+      if hasattr(args, "rope_fraction") else {}
   return SSMaxConfig(embed_dim=args.hidden, hidden_size=args.hidden, num_heads=args.heads, num_layers=args.layers, dropout=args.dropout,
                      window_size=args.train_length, attention=attention, n_mode=args.n_mode, per_head=args.per_head,
-                     init_s=args.init_s, learn_s=not args.fixed_s, learn_bias=args.learn_bias, positional=getattr(args, "positional", "none"))
+                     init_s=args.init_s, learn_s=not args.fixed_s, learn_bias=args.learn_bias, positional=getattr(args, "positional", "none"), **lm)
 
 
 def train_config(args, seed: int) -> TrainConfig:
@@ -165,16 +211,54 @@ def train_config(args, seed: int) -> TrainConfig:
 
 
 def cmd_train(args) -> int:
-  print(f"device: {args.devices or Device.DEFAULT}")
+  def new_trainer() -> Trainer:
+    task = make_task(args.task)
+    return Trainer(build_token_model(task, model_config(args, args.attention), args.seed), task, train_config(args, args.seed), devices=args.devices)
+  trainer = run_training(args, new_trainer)
+  if trainer is None: return 130
+  if args.eval_lengths:
+    for length, acc in evaluate(trainer.model, trainer.task, args.eval_lengths).items(): print(f"  length {length:>5}: accuracy {acc:.3f}")
+  return 0
+
+
+def cmd_lm(args) -> int:
+  def new_trainer() -> Trainer:
+    task = TextTask(data=args.data, passkey_rate=args.passkey_rate)
+    task.check_length(args.train_length)
+    return Trainer(build_lm(model_config(args, args.attention), args.seed, tie_weights=not args.no_tie), task, train_config(args, args.seed))
+  trainer = run_training(args, new_trainer)
+  if trainer is None: return 130
+  model, task, L = trainer.model, trainer.task, trainer.config.train_length
+  print(f"data: {task.source}; evaluating to {args.factor * L} positions")
+  result = evaluate_lm(model, task, L, factor=args.factor, progress=not args.no_progress)
+  print("held-out loss (nats/byte) by position: " + "  ".join(f"{k} {v:.3f}" for k, v in result["buckets"].items()))
+  print(f"degradation (loss in [{args.factor // 2}L, {args.factor}L) / loss in [L/2, L)): {result['degradation']:.3f}")
+  print("pass key accuracy by length: " + "  ".join(f"{n}: {a:.2f}" for n, a in zip(result["passkey_lengths"], result["passkey_by_length"])))
+  (args.out / "eval.json").write_text(json.dumps(result, indent=1))
+  if args.sample:
+    prompt = np.frombuffer(args.prompt.encode("utf-8"), dtype=np.uint8).astype(np.int32)[None]
+    out = [int(t[0]) for t in model.generate(prompt, args.sample, temperature=args.temperature, top_k=args.top_k, seed=args.seed)]
+    print(f"sample (temperature {args.temperature:g}): " + (args.prompt.encode() + bytes(out)).decode("utf-8", errors="replace"))
+  return 0
+
+
+def cmd_lm_compare(args) -> int:
+  compare(model_config(args, "softmax"), train_config(args, 0), task=TextTask(data=args.data, passkey_rate=args.passkey_rate),
+          attentions=args.attentions, positionals=args.positionals, seeds=args.seeds, factor=args.factor, windows=args.windows,
+          samples=args.samples, out=args.out, progress=not args.no_progress)
+  return 0
+
+
+def run_training(args, new_trainer) -> Trainer | None:
+  """Train (or resume with --resume) in args.out with checkpoints every args.ckpt_every steps; None when interrupted."""
+  print(f"device: {getattr(args, 'devices', None) or Device.DEFAULT}")
   if args.resume:
-    trainer = load_trainer(args.out, steps=args.steps, devices=args.devices)
+    trainer = load_trainer(args.out, steps=args.steps, devices=getattr(args, "devices", None))
     print(f"resumed {args.out} at step {trainer.step} of {trainer.config.steps}")
   else:
     if checkpoint.json_path(args.out).exists():
       raise SystemExit(f"error: {args.out} already holds a checkpoint; pass --resume to continue it, or choose another --out")
-    task = make_task(args.task)
-    trainer = Trainer(build_token_model(task, model_config(args, args.attention), args.seed), task, train_config(args, args.seed),
-                      devices=args.devices)
+    trainer = new_trainer()
 
   # Ctrl-C ends the run between steps, never inside tinygrad (an interrupt there could leave its device worker waiting)
   interrupted = []
@@ -189,7 +273,7 @@ def cmd_train(args) -> int:
   except KeyboardInterrupt:
     # a step cut short may have updated some parameters and not others: keep the last checkpoint, do not save this state
     print(f"\ninterrupted at step {trainer.step}; the last checkpoint in {args.out} is intact: continue with --resume", file=sys.stderr)
-    return 130
+    return None
   finally:
     signal.signal(signal.SIGINT, previous)
   path = save_checkpoint(trainer, args.out)
@@ -197,9 +281,7 @@ def cmd_train(args) -> int:
   print(f"step {trainer.step}: mean loss of the last {len(tail)} steps {sum(tail) / max(1, len(tail)):.4f}; checkpoint {path}")
   transformer = trainer.model.transformer
   if transformer.ssmax_layers(): print("learned s per layer:", report.format_s(transformer.learned_s()))
-  if args.eval_lengths:
-    for length, acc in evaluate(trainer.model, trainer.task, args.eval_lengths).items(): print(f"  length {length:>5}: accuracy {acc:.3f}")
-  return 0
+  return trainer
 
 
 def cmd_eval(args) -> int:
@@ -233,7 +315,7 @@ def cmd_fading(args) -> int:
   return 0
 
 
-COMMANDS = {"train": cmd_train, "eval": cmd_eval, "demo": cmd_demo, "fading": cmd_fading}
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "demo": cmd_demo, "fading": cmd_fading, "lm": cmd_lm, "lm-compare": cmd_lm_compare}
 
 
 def main(argv: list[str] | None = None) -> int:

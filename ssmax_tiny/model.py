@@ -3,7 +3,9 @@
 SSMax replaces softmax(z) over a query's n visible keys by softmax((s log n) z), s learnable, so that attention does
 not fade as n grows. Here it lives in a causal multi-head attention (n per query row), inside pre-LayerNorm transformer
 blocks, inside Edifice's model ([batch, T, embed_dim] -> [batch, hidden_size] at the last position), wrapped by a token
-model (embedding, transformer, linear head) that trains on the retrieval tasks and decodes through a KV cache.
+model (embedding, transformer, linear head) that trains on the retrieval tasks, and by a next-token language model; both
+decode through a KV cache. The field's other length-dependent temperatures (log-n scaling, Qwen's log-n, Llama 4's
+temperature, scale-invariant attention) are options of the same attention, for side-by-side comparison.
 
 References
 - Nakanishi, "Scalable-Softmax Is Superior for Attention", arXiv:2501.19399 (2025).
@@ -14,28 +16,33 @@ References
 - Edifice (Elixir), `Edifice.Blocks.SSMax`: compute/layer/build_ssmax_attention/build/output_size, whose model this file
   ports. Edifice writes SSMax as exp(x_i - s log n) / sum_j exp(x_j - s log n); that shift cancels in the ratio, so it is
   plain softmax and s gets no gradient. We implement the paper's multiplicative form (tests/test_compute.py shows both).
-- Su et al., "RoFormer" (arXiv:2104.09864): rotary position embedding, the optional `positional="rope"`.
+- Su et al., "RoFormer" (arXiv:2104.09864): rotary position embedding, the optional `positional="rope"`; partial RoPE
+  after Barbero et al. (arXiv:2410.06205).
+- The variants, each beside its formula in section 3: Chiang & Cholak 2022 (arXiv:2202.12172, log-n scaling); Qwen's
+  log-n attention (Qwen-7B, modeling_qwen.py); Llama 4's attention temperature (transformers, modeling_llama4.py);
+  Anson, Wang, Aitchison, "Scale-invariant attention" (arXiv:2505.17083); QK-norm (Henry et al. 2020, arXiv:2010.04245).
 - Radford et al., GPT-2 / karpathy's nanoGPT: pre-LayerNorm blocks, N(0, 0.02) weights, residual projections scaled,
   the decay / no-decay parameter split of `configure_optimizers`, `generate` beside the model.
 - tinygrad 0.14: `attend` follows `Tensor.scaled_dot_product_attention` (tinygrad/mixin/rand.py);
   `TinyJit` (tinygrad/engine/jit.py) freezes Python numbers at capture (tinygrad's test/unit/test_jit_footguns.py), so
   every per-call quantity here (positions, log n) is derived from tensor shapes or a bound Variable, never a Python number.
 
-Reading order: 1. the SSMax function (`compute`); 2. the SSMax module (`SSMax`); 3. attention (`rope`, `causal_mask`,
-`attend`, `Attended`, `SSMaxAttention`); 4. `FeedForward` and `TransformerBlock`; 5. `SSMaxConfig` and `SSMaxTransformer`;
-6. decoding (`KVCache`, `Decoder`); 7. `TokenModel`; 8. the builders with Edifice's names.
+Reading order: 1. the SSMax function (`compute`); 2. the SSMax module (`SSMax`); 3. attention (the variants' formulas,
+`rope`, `causal_mask`, `padding_mask`, `attend`, `attend_blocked`, `Attended`, `SSMaxAttention`); 4. `FeedForward` and
+`TransformerBlock`; 5. `SSMaxConfig` and `SSMaxTransformer`; 6. decoding (`KVCache`, `Decoder`); 7. the token models
+(`TokenModel`, a classifier; `LanguageModel`, next-token; `decode`, `with_options`); 8. the builders with Edifice's names.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import NamedTuple
 
 import numpy as np
 from tinygrad import Context, Tensor, TinyJit, Variable, dtypes, nn
 from tinygrad.helpers import TRAINING
 from tinygrad.nn.optim import AdamW, OptimizerGroup
-from tinygrad.nn.state import get_parameters
+from tinygrad.nn.state import get_parameters, get_state_dict
 
 from ssmax_tiny.checks import check_bool, check_choice, check_int, check_number, translate_renamed
 
@@ -141,12 +148,47 @@ class SSMax:
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# 3. Causal multi-head attention with SSMax (Edifice's build_ssmax_attention)
+# 3. Causal multi-head attention with SSMax (Edifice's build_ssmax_attention), and the field's length-dependent variants
 
-ATTENTIONS = ("ssmax", "softmax")
+ATTENTIONS = ("ssmax", "softmax", "logn", "qwen_logn", "llama4", "scale_invariant")
 N_MODES = ("row", "sequence")
 POSITIONALS = ("none", "rope")
 OUTPUT_MODES = ("last", "all", "mean")
+LLAMA4_BETA = 0.1          # transformers' modeling_llama4.py, attn_scale
+SCALE_INVARIANT_TAU = 10.0  # arXiv:2505.17083, the tau of its experiments
+
+# The variants, each a function of n (the keys a query row sees), of the query's position, or of the query-key distance.
+# All but scale-invariant multiply the logits of a whole row by one number, so they fold into q like SSMax (no kernel).
+
+
+def logn_scale(n: int | Tensor) -> float | Tensor:
+  """Chiang & Cholak 2022 ("Overcoming a theoretical limitation of self-attention", Section 5): logits times log n, in
+  training and at test. SSMax with s = 1 fixed and no bias."""
+  return log_n(n)
+
+
+def qwen_logn_scale(n: int | Tensor, train_length: int) -> float | Tensor:
+  """Qwen's log-n attention (Qwen-7B modeling_qwen.py, `logn_list`): q times max(1, log_L n), L the training length, so
+  it is 1 within the training length: a model trained with it is trained with softmax, and it acts at inference only."""
+  L = math.log(train_length)
+  return (log_n(n) / L).maximum(1.0) if isinstance(n, Tensor) else max(1.0, log_n(n) / L)
+
+
+def llama4_scale(position: int | Tensor, floor_scale: int, beta: float = LLAMA4_BETA) -> float | Tensor:
+  """Llama 4's attention temperature (transformers' modeling_llama4.py, `attn_scales`): q times
+  beta * log(floor((pos + 1) / F) + 1) + 1, pos the query's absolute position. There F = 8192; here F = the training
+  length, so the temperature starts to rise where training ended."""
+  if isinstance(position, Tensor): return ((position.cast("float32") + 1) / floor_scale).floor().add(1).log() * beta + 1
+  return beta * math.log(math.floor((position + 1) / floor_scale) + 1) + 1
+
+
+def scale_invariant_logits(scores: Tensor, q_pos: Tensor, k_pos: Tensor, tau: float = SCALE_INVARIANT_TAU) -> Tensor:
+  """Scale-invariant attention (Anson, Wang, Aitchison, arXiv:2505.17083): logit a_t * S + m_t for the score S of a query
+  and a key at distance t = q_pos - k_pos, with a_t^2 = 1 + 2 log(t / tau + 1) and m_t = -2 log(t / tau + 1). An additive
+  term per (query, key) does not fold into q: it is one more elementwise pass over the scores, fused into their kernel.
+  q_pos [T, 1] and k_pos [1, T_k] are absolute positions; t < 0 (masked keys) is taken as 0."""
+  u = ((q_pos - k_pos).maximum(0).cast("float32") / tau + 1).log()               # (T, T_k)
+  return scores * (1 + 2 * u).sqrt() - 2 * u
 
 
 def linear(d_in: int, d_out: int, std: float = 0.02) -> nn.Linear:
@@ -157,16 +199,21 @@ def linear(d_in: int, d_out: int, std: float = 0.02) -> nn.Linear:
   return layer
 
 
-def rope(x: Tensor, positions: Tensor, base: float = 10000.0) -> Tensor:
+def rope(x: Tensor, positions: Tensor, base: float = 10000.0, fraction: float = 1.0) -> Tensor:
   """Rotary embedding (RoFormer eq. 34, GPT-NeoX's half-split layout) on x [..., T, Hd] at positions [T].
 
   rope(x) = x * cos + rotate_half(x) * sin, with rotate_half([x1, x2]) = [-x2, x1] written as a product with a fixed
-  (Hd, Hd) signed permutation: slicing and concatenating instead made tinygrad's training step much slower."""
-  d, half = x.shape[-1], x.shape[-1] // 2
-  inv_freq = [base ** (-2.0 * (i % half) / d) for i in range(d)]                       # (Hd,) both halves share freqs
-  angle = positions.cast("float32").reshape(-1, 1) * Tensor(inv_freq).reshape(1, d)    # (T, Hd)
+  (Hd, Hd) signed permutation: slicing and concatenating instead made tinygrad's training step much slower.
+  fraction < 1 is partial RoPE (p-RoPE, Barbero et al. 2024, arXiv:2410.06205, used by arXiv:2505.17083): only the first
+  r = fraction * Hd dimensions rotate, at RoPE's r/2 highest frequencies; the others carry no position (angle 0)."""
+  d = x.shape[-1]
+  r = 2 * round(fraction * d / 2)                                                    # rotated dimensions, even
+  if r == 0: return x
+  half = r // 2
+  inv_freq = [base ** (-2.0 * (i % half) / d) for i in range(r)] + [0.0] * (d - r)   # (Hd,) both halves share freqs
+  angle = positions.cast("float32").reshape(-1, 1) * Tensor(inv_freq).reshape(1, d)  # (T, Hd)
   rotate = [[0.0] * d for _ in range(d)]
-  for i in range(half): rotate[i + half][i], rotate[i][i + half] = -1.0, 1.0          # x @ R = [-x2, x1]
+  for i in range(half): rotate[i + half][i], rotate[i][i + half] = -1.0, 1.0        # x @ R = [-x2, x1] on the first r
   return x * angle.cos() + (x @ Tensor(rotate)) * angle.sin()
 
 
@@ -178,15 +225,33 @@ def causal_mask(scores: Tensor, start_pos: int | Tensor = 0) -> Tensor | None:
   return scores.const_like(True, dtypes.bool).tril(start_pos)
 
 
-def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, causal: bool = False, start_pos: int | Tensor = 0) -> Tensor:
+def positions(T: int, T_k: int, start_pos: int | Tensor = 0) -> tuple[Tensor, Tensor]:
+  """Absolute positions of T query rows starting at start_pos, [T, 1], and of T_k keys from 0, [1, T_k]."""
+  return (Tensor.arange(T) + start_pos).reshape(T, 1), Tensor.arange(T_k).reshape(1, T_k)
+
+
+def padding_mask(lengths: Tensor, q_pos: Tensor, k_pos: Tensor) -> Tensor:
+  """True where both the query and the key are inside their sequence: lengths [B] (right padding), q_pos [T, 1],
+  k_pos [1, T_k] -> [B, 1, T, T_k]. A padded query row allows no key, so it gets zero weights and a zero output."""
+  n = lengths.reshape(-1, 1, 1, 1)
+  return (q_pos < n) & (k_pos < n)
+
+
+def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, causal: bool = False, start_pos: int | Tensor = 0,
+           score_mod=None, lengths: Tensor | None = None) -> Tensor:
   """softmax(q k^T / sqrt(Hd)) v over q [B, H, T, Hd], k and v [B, H, T_k, Hd]; mask bool broadcastable to [B, H, T, T_k],
-  True = may attend; causal=True adds `causal_mask` (query row i at position start_pos + i), combined with `mask` if both.
+  True = may attend; causal=True adds `causal_mask` (query row i at position start_pos + i); lengths [B] adds
+  `padding_mask`. score_mod(scores, q_pos, k_pos) rewrites the scores from absolute positions before the softmax (the
+  idea of PyTorch's FlexAttention `score_mod`; `scale_invariant_logits` is one).
 
   What tinygrad's Tensor.scaled_dot_product_attention computes (tinygrad/mixin/rand.py), with one change: the weights
   are made contiguous (realised) before they meet v. Left lazy, tinygrad fuses exp(z - max) / sum into the kernel that
   multiplies with v and recomputes it for every column of the output (bench/attention_layout.py times both)."""
   scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])                      # (B, H, T, T_k)
+  if score_mod is not None or lengths is not None: q_pos, k_pos = positions(scores.shape[-2], scores.shape[-1], start_pos)
+  if score_mod is not None: scores = score_mod(scores, q_pos, k_pos)
   if causal and (cm := causal_mask(scores, start_pos)) is not None: mask = cm if mask is None else cm & mask
+  if lengths is not None: mask = padding_mask(lengths, q_pos, k_pos) if mask is None else mask & padding_mask(lengths, q_pos, k_pos)
   return masked_softmax(scores, mask).contiguous() @ v                             # (B, H, T, T_k) @ (B, H, T_k, Hd)
 
 
@@ -202,11 +267,13 @@ def default_query_block(batch: int, heads: int, T: int, T_k: int) -> int:
   return max(16, SCORE_BUDGET // (batch * heads * T_k) // 16 * 16)
 
 
-def attend_blocked(q: Tensor, k: Tensor, v: Tensor, query_block: int, start_pos: int = 0) -> Tensor:
+def attend_blocked(q: Tensor, k: Tensor, v: Tensor, query_block: int, start_pos: int = 0, score_mod=None,
+                   lengths: Tensor | None = None) -> Tensor:
   """Causal `attend` one block of query_block queries at a time, each block realised before the next, so that the extra
   memory is one block of scores [B, H, C, T_k] instead of [B, H, T, T_k]. Each query row is computed exactly as in
-  `attend` (a row's softmax needs only its own scores), so the result is the same; a block's queries see no key after
-  its last row, so the keys are cut there. Realising breaks the autograd graph: inference and prefill only."""
+  `attend` (a row's softmax needs only its own scores; score_mod and the padding mask see absolute positions), so the
+  result is the same; a block's queries see no key after its last row, so the keys are cut there. Realising breaks the
+  autograd graph: inference and prefill only."""
   T = q.shape[2]
   q, k, v = (t.contiguous().realize() for t in (q, k, v))  # computed once, read by every block
   blocks = []
@@ -216,7 +283,8 @@ def attend_blocked(q: Tensor, k: Tensor, v: Tensor, query_block: int, start_pos:
     for c0 in range(0, T, query_block):
       c1 = min(T, c0 + query_block)
       keys = start_pos + c1                                # row c1 - 1 sees keys 0..start_pos + c1 - 1
-      blocks.append(attend(q[:, :, c0:c1], k[:, :, :keys], v[:, :, :keys], causal=True, start_pos=start_pos + c0).realize())
+      blocks.append(attend(q[:, :, c0:c1], k[:, :, :keys], v[:, :, :keys], causal=True, start_pos=start_pos + c0,
+                           score_mod=score_mod, lengths=lengths).realize())
   return Tensor.cat(*blocks, dim=2)                                                 # (B, H, T, Hd)
 
 
@@ -227,48 +295,73 @@ class Attended(NamedTuple):
 
 
 class SSMaxAttention:
-  """Causal multi-head attention: q, k, v, out Linear layers (with bias), scores / sqrt(head_dim), SSMax or softmax.
+  """Causal multi-head attention: q, k, v, out Linear layers (with bias), scores / sqrt(head_dim), SSMax or softmax, or
+  one of the field's variants (`attention`: "logn", "qwen_logn", "llama4", "scale_invariant"; see their functions above).
 
   n, the number of keys a query sees: `n_mode="row"` gives row i n = start_pos + i + 1 (the paper's causal n);
-  `"sequence"` gives every row Edifice's single n = start_pos + T.
-  `__call__` folds s*log n + bias into q (a per-row rescaling of the logits) and calls `attend`, so SSMax costs no
-  kernel over softmax; `explicit` computes the weights with `compute` and returns them with the output.
+  `"sequence"` gives every row Edifice's single n = start_pos + T (with padding, the sequence's own length).
+  `__call__` folds the row's scale (s*log n + bias for SSMax) into q and calls `attend`, so SSMax costs no kernel over
+  softmax; `explicit` computes the weights with `compute` and returns them with the output.
   `cache` [2, B, H, max_len, Hd] (a KVCache layer) turns either into a decoding step: the new keys and values are written
   at start_pos.. and the queries attend to all start_pos + T of them. start_pos may be a bound Variable (TinyJit decoding).
+  `lengths` [B] (right padding): keys at or after a sequence's length are masked, and its padded query rows get zeros.
   """
 
   def __init__(self, hidden_size: int, num_heads: int, attention: str = "ssmax", n_mode: str = "row",
                per_head: bool = False, init_s: float = 1.0, learn_s: bool = True, learn_bias: bool = False,
-               positional: str = "none", out_std: float = 0.02):
+               positional: str = "none", out_std: float = 0.02, rope_base: float = 10000.0, rope_fraction: float = 1.0,
+               qk_norm: bool = False, train_length: int | None = None):
     check_int("hidden_size", hidden_size)
     check_int("num_heads", num_heads)
     if hidden_size % num_heads: raise ValueError(f"hidden_size={hidden_size} must be divisible by num_heads={num_heads}")
     check_choice("attention", attention, ATTENTIONS)
     check_choice("n_mode", n_mode, N_MODES)
     check_choice("positional", positional, POSITIONALS)
+    check_number("rope_base", rope_base, 1, low_open=True)
+    check_number("rope_fraction", rope_fraction, 0, 1, low_open=True)
+    check_bool("qk_norm", qk_norm)
+    if attention in ("qwen_logn", "llama4"):
+      if train_length is None: raise ValueError(f"attention={attention!r} needs train_length (the length L the model trains at)")
+      check_int("train_length", train_length, 2)
     self.num_heads, self.head_dim = num_heads, hidden_size // num_heads
     if positional == "rope" and self.head_dim % 2:
       raise ValueError(f"positional='rope' needs an even head_dim; hidden_size/num_heads = {self.head_dim}")
     self.attention, self.n_mode, self.positional = attention, n_mode, positional
+    self.rope_base, self.rope_fraction, self.train_length = rope_base, rope_fraction, train_length
     self.q, self.k, self.v = (linear(hidden_size, hidden_size) for _ in range(3))
     self.out = linear(hidden_size, hidden_size, out_std)
+    # QK-norm (Henry et al. 2020; RMSNorm per head as in OLMo 2 and Qwen3), before RoPE and before any scaling
+    self.q_norm, self.k_norm = (nn.RMSNorm(self.head_dim), nn.RMSNorm(self.head_dim)) if qk_norm else (None, None)
     self.ssmax = SSMax(init_s, num_heads, per_head, learn_bias, learn_s) if attention == "ssmax" else None
+    self.score_mod = scale_invariant_logits if attention == "scale_invariant" else None
 
   def _heads(self, t: Tensor) -> Tensor:
     B, T, _ = t.shape
     return t.reshape(B, T, self.num_heads, self.head_dim).transpose(1, 2)  # (B, T, C) -> (B, H, T, Hd)
 
-  def keys_seen(self, T: int, start_pos: int | Tensor = 0) -> Tensor:
-    """n per query row as a (T, 1) Tensor; start_pos may be a bound Variable (decoding under TinyJit)."""
-    if self.n_mode == "sequence": return (Tensor.zeros(T, 1) + start_pos + T)  # every row: all keys so far
-    return (Tensor.arange(T).reshape(T, 1) + start_pos + 1)                      # row i: keys 0..start_pos+i
+  def keys_seen(self, T: int, start_pos: int | Tensor = 0, lengths: Tensor | None = None) -> Tensor:
+    """n per query row as a (T, 1) Tensor ([B, 1, 1, 1] in sequence mode with lengths); start_pos may be a bound Variable
+    (decoding under TinyJit). With right padding a real row's n in row mode is unchanged (its keys are all real)."""
+    if self.n_mode == "sequence":
+      return lengths.reshape(-1, 1, 1, 1) if lengths is not None else Tensor.zeros(T, 1) + start_pos + T  # all keys so far
+    return Tensor.arange(T).reshape(T, 1) + start_pos + 1                        # row i: keys 0..start_pos+i
+
+  def query_scale(self, T: int, start_pos: int | Tensor = 0, lengths: Tensor | None = None) -> Tensor | None:
+    """The number each query row's logits are multiplied by, (T, 1) (or (H, T, 1), (B, 1, 1, 1)); None for softmax and
+    scale-invariant attention (whose change is per key: `score_mod`)."""
+    if self.attention == "ssmax": return self.ssmax.scale(self.keys_seen(T, start_pos, lengths))
+    if self.attention == "logn": return logn_scale(self.keys_seen(T, start_pos, lengths))
+    if self.attention == "qwen_logn": return qwen_logn_scale(self.keys_seen(T, start_pos, lengths), self.train_length)
+    if self.attention == "llama4": return llama4_scale(positions(T, 1, start_pos)[0], self.train_length)
+    return None
 
   def _qkv(self, x: Tensor, start_pos: int | Tensor, cache: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
     B, T, _ = x.shape
     q, k, v = self._heads(self.q(x)), self._heads(self.k(x)), self._heads(self.v(x))  # each (B, H, T, Hd)
+    if self.q_norm is not None: q, k = self.q_norm(q), self.k_norm(k)
     if self.positional == "rope":
-      positions = Tensor.arange(T) + start_pos
-      q, k = rope(q, positions), rope(k, positions)
+      at = Tensor.arange(T) + start_pos
+      q, k = rope(q, at, self.rope_base, self.rope_fraction), rope(k, at, self.rope_base, self.rope_fraction)
     if cache is not None:
       # write this step's keys and values into the cache, then read back all of them (tinygrad/llm/model.py does the same)
       stored = Tensor(cache.uop.after(cache[:, :, :, start_pos:start_pos + T, :].uop.store(Tensor.stack(k, v).uop)))
@@ -280,26 +373,34 @@ class SSMaxAttention:
     return self.out(y.transpose(1, 2).reshape(B, T, self.num_heads * self.head_dim))   # (B, H, T, Hd) -> (B, T, C)
 
   def __call__(self, x: Tensor, start_pos: int | Tensor = 0, cache: Tensor | None = None, fold_scale: bool = True,
-               query_block: int | None = None) -> Tensor:
+               query_block: int | None = None, lengths: Tensor | None = None) -> Tensor:
     """[B, T, C] -> [B, T, C]. fold_scale=False takes the explicit path (`explicit`), the same result to 1e-5.
     query_block=C < T attends C queries at a time (`attend_blocked`: inference and prefill, not differentiable)."""
     if query_block is not None: check_int("query_block", query_block)
-    if not fold_scale: return self.explicit(x, start_pos, cache).output
+    if not fold_scale: return self.explicit(x, start_pos, cache, lengths).output
     q, k, v = self._qkv(x, start_pos, cache)
-    if self.ssmax is not None:
-      # ((s log n_i + b) q_i) . k_j = (s log n_i + b) z_ij. contiguous_backward realises the gradient that reaches q's
-      # projection (dq * scale) once; left lazy, both matmuls that read it recompute it with a per-row index in their loops
-      q = q.contiguous_backward() * self.ssmax.scale(self.keys_seen(x.shape[1], start_pos))  # (T, 1) or (H, T, 1)
-    if query_block is not None and query_block < x.shape[1]: return self._merge(attend_blocked(q, k, v, query_block, start_pos))
-    return self._merge(attend(q, k, v, causal=True, start_pos=start_pos))
+    if (c := self.query_scale(x.shape[1], start_pos, lengths)) is not None:
+      # (c_i q_i) . k_j = c_i z_ij. contiguous_backward realises the gradient that reaches q's projection (dq * c) once;
+      # left lazy, both matmuls that read it recompute it with a per-row index in their loops
+      q = q.contiguous_backward() * c                                                # (B, H, T, Hd) * (T, 1)
+    if query_block is not None and query_block < x.shape[1]:
+      return self._merge(attend_blocked(q, k, v, query_block, start_pos, self.score_mod, lengths))
+    return self._merge(attend(q, k, v, causal=True, start_pos=start_pos, score_mod=self.score_mod, lengths=lengths))
 
-  def explicit(self, x: Tensor, start_pos: int | Tensor = 0, cache: Tensor | None = None) -> Attended:
-    """The weights made explicitly with `compute` (or softmax), then weights @ v: the reference path, and the weights."""
+  def explicit(self, x: Tensor, start_pos: int | Tensor = 0, cache: Tensor | None = None, lengths: Tensor | None = None) -> Attended:
+    """The weights made explicitly with `compute` (SSMax) or the variant's formula on the scores, then weights @ v: the
+    reference path, and the weights."""
     q, k, v = self._qkv(x, start_pos, cache)
     scores = q @ k.transpose(-2, -1) / math.sqrt(self.head_dim)                    # (B, H, T, T_k)
     mask = causal_mask(scores, start_pos)
-    if self.ssmax is not None: weights = self.ssmax(scores, self.keys_seen(x.shape[1], start_pos), mask)
-    else: weights = masked_softmax(scores, mask)
+    if lengths is not None:
+      pad = padding_mask(lengths, *positions(scores.shape[-2], scores.shape[-1], start_pos))
+      mask = pad if mask is None else mask & pad
+    if self.ssmax is not None: weights = self.ssmax(scores, self.keys_seen(x.shape[1], start_pos, lengths), mask)
+    else:
+      if (c := self.query_scale(x.shape[1], start_pos, lengths)) is not None: scores = scores * c
+      if self.score_mod is not None: scores = self.score_mod(scores, *positions(scores.shape[-2], scores.shape[-1], start_pos))
+      weights = masked_softmax(scores, mask)
     return Attended(self._merge(weights.contiguous() @ v), weights)                 # (B, H, T, Hd); see attend()
 
 
@@ -329,8 +430,13 @@ class TransformerBlock:
     self.dropout = dropout
 
   def __call__(self, x: Tensor, start_pos: int | Tensor = 0, cache: Tensor | None = None, fold_scale: bool = True,
-               query_block: int | None = None) -> Tensor:
-    x = x + self.attn(self.ln1(x), start_pos, cache, fold_scale, query_block).dropout(self.dropout)
+               query_block: int | None = None, lengths: Tensor | None = None, weights: list | None = None) -> Tensor:
+    """weights: a list, to which the attention's weights are appended (the explicit path, for analysis)."""
+    if weights is not None:
+      attended = self.attn.explicit(self.ln1(x), start_pos, cache, lengths)
+      weights.append(attended.weights)
+      x = x + attended.output.dropout(self.dropout)
+    else: x = x + self.attn(self.ln1(x), start_pos, cache, fold_scale, query_block, lengths).dropout(self.dropout)
     x = x + self.ffn(self.ln2(x)).dropout(self.dropout)
     return x
 
@@ -366,6 +472,10 @@ class SSMaxConfig:
   learn_bias: bool = False       # softmax((s log n + b) z), paper Section 3
   positional: str = "none"       # "rope": rotary embedding on q and k (the paper's setting); Edifice has none
   query_block: int | None = None # inference: queries per attention block; None chooses from T (default_query_block)
+  rope_base: float = 10000.0     # RoPE's base (raise it at evaluation with `with_options`)
+  rope_fraction: float = 1.0     # < 1: partial RoPE, only that fraction of each head's dimensions rotates
+  qk_norm: bool = False          # RMSNorm on each head's q and k before RoPE and scaling
+  train_length: int | None = None  # L, the length the model trains at: qwen_logn's log base and llama4's floor scale
 
   def __post_init__(self):
     for name in ("embed_dim", "hidden_size", "num_heads", "num_layers", "window_size"): check_int(name, getattr(self, name))
@@ -381,6 +491,12 @@ class SSMaxConfig:
     check_choice("positional", self.positional, POSITIONALS)
     if self.positional == "rope" and (self.hidden_size // self.num_heads) % 2:
       raise ValueError(f"positional='rope' needs an even head_dim; hidden_size/num_heads = {self.hidden_size // self.num_heads}")
+    check_number("rope_base", self.rope_base, 1, low_open=True)
+    check_number("rope_fraction", self.rope_fraction, 0, 1, low_open=True)
+    check_bool("qk_norm", self.qk_norm)
+    if self.train_length is not None: check_int("train_length", self.train_length, 2)
+    if self.attention in ("qwen_logn", "llama4") and self.train_length is None:
+      raise ValueError(f"attention={self.attention!r} needs train_length (the length L the model trains at)")
 
   @classmethod
   def from_options(cls, **options) -> SSMaxConfig:
@@ -395,7 +511,8 @@ class SSMaxConfig:
 
   def attention_options(self) -> dict:
     return dict(attention=self.attention, n_mode=self.n_mode, per_head=self.per_head, init_s=self.init_s,
-                learn_s=self.learn_s, learn_bias=self.learn_bias, positional=self.positional)
+                learn_s=self.learn_s, learn_bias=self.learn_bias, positional=self.positional, rope_base=self.rope_base,
+                rope_fraction=self.rope_fraction, qk_norm=self.qk_norm, train_length=self.train_length)
 
 
 class _JitCache:
@@ -432,16 +549,30 @@ class SSMaxTransformer:
       raise ValueError(f"x has last dimension {x.shape[-1]}: expected embed_dim={self.config.embed_dim}")
     if x.shape[0] < 1 or x.shape[1] < 1: raise ValueError(f"x has shape {x.shape}: batch and T must be >= 1")
 
-  def hidden(self, x: Tensor, start_pos: int | Tensor = 0, cache: KVCache | None = None, fold_scale: bool = True) -> Tensor:
+  def hidden(self, x: Tensor, start_pos: int | Tensor = 0, cache: KVCache | None = None, fold_scale: bool = True,
+             lengths=None, weights: list | None = None) -> Tensor:
     """[B, T, embed_dim] -> [B, T, hidden_size] after the final LayerNorm, before the output is read. With a KVCache, x
-    holds the positions after the start_pos ones already cached, and their keys and values are written into it."""
+    holds the positions after the start_pos ones already cached, and their keys and values are written into it.
+    lengths (B ints, or an int Tensor [B]): each sequence's length in a right-padded batch; padded positions attend to
+    nothing and no real position attends to them. weights: a list that receives each layer's attention weights."""
     h = self.input_proj(x) if self.input_proj is not None else x
+    lengths = self.check_lengths(lengths, x.shape[0], x.shape[1])
+    if lengths is not None and cache is not None: raise ValueError("lengths (padding) is not supported with a KV cache")
     layer_caches = cache.layers if cache is not None else [None] * len(self.blocks)
     query_block = self.query_block(x.shape[0], x.shape[1], start_pos)
     for i, (block, layer_cache) in enumerate(zip(self.blocks, layer_caches)):
-      h = block(h, start_pos, layer_cache, fold_scale, query_block)
+      h = block(h, start_pos, layer_cache, fold_scale, query_block, lengths, weights)
       if i < len(self.blocks) - 1: h = h.dropout(self.config.dropout)  # between blocks, not after the last
     return self.ln_f(h)
+
+  @staticmethod
+  def check_lengths(lengths, batch: int, T: int) -> Tensor | None:
+    """lengths as an int32 Tensor [batch], each in [1, T] (a Tensor is taken as it is)."""
+    if lengths is None or isinstance(lengths, Tensor): return lengths
+    arr = np.asarray(lengths)
+    if arr.shape != (batch,) or not np.issubdtype(arr.dtype, np.integer) or arr.min() < 1 or arr.max() > T:
+      raise ValueError(f"lengths={arr.tolist()} must be {batch} integers (one per sequence) in [1, T={T}]")
+    return Tensor(arr.astype(np.int32))
 
   def query_block(self, batch: int, T: int, start_pos: int | Tensor = 0) -> int | None:
     """Queries per attention block for this call: None (the materialised path) in training, which needs the graph that
@@ -451,15 +582,21 @@ class SSMaxTransformer:
     if self.config.query_block is not None: return self.config.query_block
     return default_query_block(batch, self.config.num_heads, T, start_pos + T)
 
-  def read_out(self, h: Tensor) -> Tensor:
-    if self.config.output_mode == "last": return h[:, -1, :]   # (B, T, h) -> (B, h)
-    if self.config.output_mode == "mean": return h.mean(axis=1)
-    return h
+  def read_out(self, h: Tensor, lengths: Tensor | None = None) -> Tensor:
+    """[B, T, h] -> the output: "last" [B, h], "mean" [B, h] or "all" [B, T, h]. With lengths (right padding), "last" reads
+    each sequence at its own last position and "mean" averages its real positions only."""
+    mode = self.config.output_mode
+    if mode == "all": return h
+    if lengths is None: return h[:, -1, :] if mode == "last" else h.mean(axis=1)   # (B, T, h) -> (B, h)
+    at = Tensor.arange(h.shape[1]).reshape(1, -1, 1)                                 # (1, T, 1) against (B, 1, 1)
+    if mode == "last": return (at == lengths.reshape(-1, 1, 1) - 1).where(h, 0.0).sum(1)
+    return (at < lengths.reshape(-1, 1, 1)).where(h, 0.0).sum(1) / lengths.reshape(-1, 1).cast(h.dtype)
 
-  def forward(self, x: Tensor, fold_scale: bool = True) -> Tensor:
+  def forward(self, x: Tensor, fold_scale: bool = True, lengths=None) -> Tensor:
     """The eager (lazy, unjitted) forward; training steps jit this inside their own TinyJit."""
     self.check_input(x)
-    return self.read_out(self.hidden(x, fold_scale=fold_scale))
+    lengths = self.check_lengths(lengths, x.shape[0], x.shape[1])
+    return self.read_out(self.hidden(x, fold_scale=fold_scale, lengths=lengths), lengths)
 
   def _jit_forward(self, x: Tensor) -> Tensor:
     return self.forward(x).contiguous().realize()
@@ -523,12 +660,44 @@ class Decoder:
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# 7. The token model: embedding, Edifice's transformer, a linear head
+# 7. Token models: a classifier read at the last position (the retrieval tasks), and a next-token language model
+
+
+def configure_optimizers(model, lr: float, betas: tuple[float, float], weight_decay: float) -> OptimizerGroup:
+  """AdamW over the trainable parameters, weight decay on matrices and the embedding only (rank >= 2); biases,
+  LayerNorm, s and b are not decayed (nanoGPT's configure_optimizers)."""
+  params = [p for p in get_parameters(model) if p.is_param]
+  decay, no_decay = [p for p in params if p.ndim >= 2], [p for p in params if p.ndim < 2]
+  b1, b2 = betas
+  return OptimizerGroup(AdamW(decay, lr=lr, b1=b1, b2=b2, weight_decay=weight_decay), AdamW(no_decay, lr=lr, b1=b1, b2=b2, weight_decay=0.0))
+
+
+def check_prompt(tokens) -> np.ndarray:
+  prompt = tokens.numpy() if isinstance(tokens, Tensor) else np.asarray(tokens)
+  if prompt.ndim != 2 or prompt.shape[1] < 1 or not np.issubdtype(prompt.dtype, np.integer):
+    raise ValueError(f"tokens has shape {prompt.shape} and dtype {prompt.dtype}: expected integer ids [batch, T >= 1]")
+  return prompt.astype(np.int32)
+
+
+def decode(model: TokenModel | LanguageModel, prompt: np.ndarray, max_new_tokens: int, choose):
+  """The decoding loop both token models share: the prompt [B, T0] once (prefill), then one position at a time through a
+  Decoder (its TinyJit step, the position a bound Variable; n continues from the cache). choose(logits [B, classes]) ->
+  token ids [B]; yields (tokens [B], logits [B, classes]) as they come."""
+  check_int("max_new_tokens", max_new_tokens)
+  vocab = model.embed.weight.shape[0]
+  B, T0 = prompt.shape
+  decoder = Decoder(model.transformer, B, T0 + max_new_tokens - 1)  # the last generated token is never fed back
+  h = decoder.prefill(model.embed(Tensor(prompt)))[:, -1, :]        # (B, T0, h) -> (B, h)
+  for i in range(max_new_tokens):
+    logits = model.project(h).numpy()                                # (B, classes)
+    tok = np.asarray(choose(logits), dtype=np.int32).reshape(B)
+    if tok.min() < 0 or tok.max() >= vocab: raise ValueError(f"decoding chose ids {tok.tolist()} outside [0, {vocab}), the vocabulary")
+    yield tok, logits
+    if i < max_new_tokens - 1: h = decoder.step(model.embed(Tensor(tok).reshape(B, 1)))
 
 
 class TokenModel:
-  """Token embedding -> SSMaxTransformer (output at the last position) -> linear head over num_classes (a task's values,
-  or the whole vocabulary for a next-token model)."""
+  """Token embedding -> SSMaxTransformer (output at the last position) -> linear head over num_classes (a task's values)."""
 
   def __init__(self, vocab_size: int, num_classes: int, config: SSMaxConfig):
     check_int("vocab_size", vocab_size)
@@ -540,44 +709,111 @@ class TokenModel:
     self.transformer = SSMaxTransformer(config)
     self.head = linear(config.hidden_size, num_classes)
 
-  def __call__(self, tokens: Tensor) -> Tensor:
-    return self.head(self.transformer.forward(self.embed(tokens)))  # (B, T) -> (B, T, E) -> (B, h) -> (B, classes)
+  def __call__(self, tokens: Tensor, lengths=None) -> Tensor:
+    return self.head(self.transformer.forward(self.embed(tokens), lengths=lengths))  # (B, T) -> (B, T, E) -> (B, h) -> (B, classes)
+
+  def project(self, h: Tensor) -> Tensor: return self.head(h)
+
+  def head_options(self) -> dict:
+    return dict(kind="classifier", vocab_size=self.embed.weight.shape[0], num_classes=self.head.weight.shape[0])
 
   def configure_optimizers(self, lr: float, betas: tuple[float, float], weight_decay: float) -> OptimizerGroup:
-    """AdamW over the trainable parameters, weight decay on matrices and the embedding only (rank >= 2); biases,
-    LayerNorm, s and b are not decayed (nanoGPT's configure_optimizers)."""
-    params = [p for p in get_parameters(self) if p.is_param]
-    decay, no_decay = [p for p in params if p.ndim >= 2], [p for p in params if p.ndim < 2]
-    b1, b2 = betas
-    return OptimizerGroup(AdamW(decay, lr=lr, b1=b1, b2=b2, weight_decay=weight_decay), AdamW(no_decay, lr=lr, b1=b1, b2=b2, weight_decay=0.0))
+    return configure_optimizers(self, lr, betas, weight_decay)
 
   def generate(self, tokens, max_new_tokens: int, token_of_class=None, return_logits: bool = False):
-    """Greedy decoding with the KV cache: the prompt tokens [B, T0] once, then one position at a time through a
-    Decoder (its TinyJit step, the position a bound Variable; n continues from the cache).
-
-    The head predicts one of num_classes classes; `token_of_class` maps an int array of classes to the token ids fed
-    back (default: the identity, allowed only when num_classes == vocab_size, i.e. a next-token model). Returns the new
-    tokens [B, max_new_tokens] as numpy int32 (and the logits [B, max_new_tokens, classes] with return_logits)."""
-    prompt = tokens.numpy() if isinstance(tokens, Tensor) else np.asarray(tokens)
-    if prompt.ndim != 2 or prompt.shape[1] < 1 or not np.issubdtype(prompt.dtype, np.integer):
-      raise ValueError(f"tokens has shape {prompt.shape} and dtype {prompt.dtype}: expected integer ids [batch, T >= 1]")
-    check_int("max_new_tokens", max_new_tokens)
+    """Greedy decoding with the KV cache (`decode`). The head predicts one of num_classes classes; `token_of_class` maps
+    an int array of classes to the token ids fed back (default: the identity, allowed only when num_classes ==
+    vocab_size). Returns the new tokens [B, max_new_tokens] as numpy int32 (and the logits [B, max_new_tokens, classes]
+    with return_logits)."""
+    prompt = check_prompt(tokens)
     vocab, classes = self.embed.weight.shape[0], self.head.weight.shape[0]
     if token_of_class is None:
       if classes != vocab:
         raise ValueError(f"the head predicts {classes} classes, not the {vocab} tokens of the vocabulary: pass token_of_class")
       token_of_class = lambda c: c
-    B, T0 = prompt.shape
-    decoder = Decoder(self.transformer, B, T0 + max_new_tokens - 1)  # the last generated token is never fed back
-    h = decoder.prefill(self.embed(Tensor(prompt.astype(np.int32))))[:, -1, :]     # (B, T0, h) -> (B, h)
-    new, logits = [], []
-    for i in range(max_new_tokens):
-      out = self.head(h).numpy()                                                      # (B, classes)
-      tok = np.asarray(token_of_class(out.argmax(-1)), dtype=np.int32).reshape(B)
-      if tok.min() < 0 or tok.max() >= vocab: raise ValueError(f"token_of_class gave ids {tok.tolist()} outside [0, {vocab})")
-      new.append(tok); logits.append(out)
-      if i < max_new_tokens - 1: h = decoder.step(self.embed(Tensor(tok).reshape(B, 1)))
-    return (np.stack(new, 1), np.stack(logits, 1)) if return_logits else np.stack(new, 1)
+    steps = list(decode(self, prompt, max_new_tokens, lambda logits: token_of_class(logits.argmax(-1))))
+    new, logits = np.stack([t for t, _ in steps], 1), np.stack([lg for _, lg in steps], 1)
+    return (new, logits) if return_logits else new
+
+
+class LanguageModel:
+  """A next-token model: token embedding -> SSMaxTransformer at every position -> logits over the vocabulary, the head
+  tied to the embedding by default (GPT-2, nanoGPT; tying needs embed_dim == hidden_size). Byte-level by default
+  (vocabulary 256). The transformer's output_mode is not used: every position is read."""
+
+  def __init__(self, config: SSMaxConfig, vocab_size: int = 256, tie_weights: bool = True):
+    check_int("vocab_size", vocab_size)
+    check_bool("tie_weights", tie_weights)
+    if tie_weights and config.embed_dim != config.hidden_size:
+      raise ValueError(f"tie_weights=True needs embed_dim == hidden_size; got embed_dim={config.embed_dim}, hidden_size={config.hidden_size}")
+    self.config, self.tie_weights = config, tie_weights
+    self.embed = nn.Embedding(vocab_size, config.embed_dim)
+    self.embed.weight = Tensor.normal(vocab_size, config.embed_dim, std=0.02).contiguous()  # GPT-2's token init
+    self.transformer = SSMaxTransformer(config)
+    self.head = None if tie_weights else linear(config.hidden_size, vocab_size)
+
+  def project(self, h: Tensor) -> Tensor:
+    """hidden states [..., h] -> logits [..., vocab]: h @ embed^T when tied, else the head."""
+    return h @ self.embed.weight.T if self.head is None else self.head(h)
+
+  def __call__(self, tokens: Tensor, lengths=None) -> Tensor:
+    """tokens [B, T] -> logits [B, T, vocab]; lengths (right padding) as in SSMaxTransformer.hidden."""
+    if tokens.ndim != 2: raise ValueError(f"tokens has shape {tokens.shape}: expected [batch, T]")
+    return self.project(self.transformer.hidden(self.embed(tokens), lengths=lengths))
+
+  def token_losses(self, tokens: Tensor, targets: Tensor, lengths=None) -> Tensor:
+    """Cross-entropy of each position's next-token prediction, [B, T] (nats); 0 at padded positions."""
+    logits = self(tokens, lengths)
+    losses = logits.log_softmax(-1).mul(targets.unsqueeze(-1) == Tensor.arange(logits.shape[-1])).sum(-1).neg()  # (B, T)
+    lengths = self.transformer.check_lengths(lengths, *tokens.shape)
+    return losses if lengths is None else (Tensor.arange(tokens.shape[1]).reshape(1, -1) < lengths.reshape(-1, 1)).where(losses, 0.0)
+
+  def loss(self, tokens: Tensor, targets: Tensor, lengths=None) -> Tensor:
+    """Mean next-token cross-entropy over the real positions of the batch."""
+    if lengths is None: return self(tokens).sparse_categorical_crossentropy(targets)
+    lengths = self.transformer.check_lengths(lengths, *tokens.shape)
+    return self.token_losses(tokens, targets, lengths).sum() / lengths.sum().cast("float32")
+
+  def head_options(self) -> dict:
+    return dict(kind="lm", vocab_size=self.embed.weight.shape[0], tie_weights=self.tie_weights)
+
+  def configure_optimizers(self, lr: float, betas: tuple[float, float], weight_decay: float) -> OptimizerGroup:
+    return configure_optimizers(self, lr, betas, weight_decay)
+
+  def generate(self, tokens, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None, seed: int = 0):
+    """Yields the next token of each sequence, [B] numpy int32, one position at a time, through the KV cache.
+    temperature 0 is greedy (argmax); otherwise sampling from softmax(logits / temperature), restricted to the top_k
+    most likely tokens when top_k is given, from numpy's generator seeded with `seed` (Gumbel-max)."""
+    prompt = check_prompt(tokens)
+    check_number("temperature", temperature, 0)
+    vocab = self.embed.weight.shape[0]
+    if top_k is not None and not (isinstance(top_k, int) and 1 <= top_k <= vocab):
+      raise ValueError(f"top_k={top_k!r} must be an integer in [1, {vocab}] (the vocabulary), or None")
+    rng = np.random.default_rng(seed)
+
+    def choose(logits: np.ndarray) -> np.ndarray:
+      if temperature == 0: return logits.argmax(-1)
+      z = logits.astype(np.float64) / temperature
+      if top_k is not None: z = np.where(z >= np.sort(z, -1)[:, -top_k, None], z, -np.inf)        # keep the top_k
+      return (z + rng.gumbel(size=z.shape)).argmax(-1)                               # argmax(z + Gumbel) ~ softmax(z)
+
+    for tok, _ in decode(self, prompt, max_new_tokens, choose): yield tok
+
+
+def with_options(model, **changes):
+  """A copy of a token model (TokenModel or LanguageModel) whose transformer config has `changes` (say rope_base for
+  evaluation, attention="qwen_logn" on a softmax model), with the same weights. The changes must not add or remove
+  parameters."""
+  config = replace(model.config, **changes)
+  new = TokenModel(model.embed.weight.shape[0], model.head.weight.shape[0], config) if isinstance(model, TokenModel) else \
+      LanguageModel(config, model.embed.weight.shape[0], model.tie_weights)
+  old_state, new_state = get_state_dict(model), get_state_dict(new)
+  if set(old_state) != set(new_state) or any(old_state[k].shape != new_state[k].shape for k in old_state):
+    raise ValueError(f"with_options({', '.join(f'{k}={v!r}' for k, v in changes.items())}) changes the model's parameters; "
+                     "only options that keep them (rope_base, rope_fraction, query_block, attention among the ones without "
+                     "parameters, n_mode, train_length) are accepted")
+  for k, t in new_state.items(): t.assign(old_state[k]).realize()
+  return new
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -109,3 +109,73 @@ def plot_accuracy(summary: list[dict], lengths: list[int], train_length: int, pa
   fig.suptitle(title, fontsize=10)
   fig.tight_layout(); fig.savefig(path, dpi=120); plt.close(fig)
   return True
+
+
+# ---- the language-model comparison (ssmax_tiny/lm.py)
+def _mean_sd(values: list[float]) -> tuple[float, float]:
+  return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def lm_groups(results: dict) -> dict[tuple[str, str], list[dict]]:
+  groups: dict = {}
+  for r in results["runs"]: groups.setdefault((r["positional"], r["attention"]), []).append(r)
+  return groups
+
+
+def lm_table(results: dict) -> str:
+  """Mean ± sd over seeds per (positional, attention): loss at [L/2, L) and [8L, 16L), their ratio, pass key accuracy at
+  L and at factor * L (mean over depths), the weight on the key at those lengths, learned s."""
+  L, F = results["train_length"], results["factor"]
+  near, far = f"[{L // 2},{L})", f"[{F * L // 2},{F * L})"
+  head = (f"| positional | attention | seeds | loss {near} | loss {far} | degradation | pass key @{L} | pass key @{F * L} | "
+          f"weight on key @{L} | @{F * L} | learned s |")
+  lines = [f"Byte-level LM on {results['data']}, trained at L = {L}; loss in nats/byte on held-out text "
+           f"({results['windows']} windows), pass key over {results['samples']} samples x {len(results['runs'][0]['passkey_depths'])} depths. "
+           "Mean ± sd over seeds.", "", head, "|" + "---|" * 11]
+  fmt = lambda v: f"{v[0]:.3f} ± {v[1]:.3f}"
+  for (p, a), rs in lm_groups(results).items():
+    s = [statistics.fmean(layer) for layer in rs[0]["learned_s"]] if rs[0]["learned_s"] else []
+    s_all = ", ".join(f"{statistics.fmean(statistics.fmean(r['learned_s'][i]) for r in rs):.2f}" for i in range(len(s))) or "-"
+    lines.append(f"| {p} | {a} | {len(rs)} | {fmt(_mean_sd([r['buckets'][near] for r in rs]))} | "
+                 f"{fmt(_mean_sd([r['buckets'][far] for r in rs]))} | {fmt(_mean_sd([r['degradation'] for r in rs]))} | "
+                 f"{fmt(_mean_sd([r['passkey_by_length'][0] for r in rs]))} | {fmt(_mean_sd([r['passkey_by_length'][-1] for r in rs]))} | "
+                 f"{fmt(_mean_sd([r['attention_on_key'][0] for r in rs]))} | {fmt(_mean_sd([r['attention_on_key'][-1] for r in rs]))} | {s_all} |")
+  return "\n".join(lines) + "\n"
+
+
+def plot_lm(results: dict, out: Path) -> list[Path]:
+  """loss_by_position.png (log-spaced bins, mean over seeds), passkey.png (a heatmap per model: length x depth),
+  attention_on_key.png (weight on the key against length)."""
+  if (plt := pyplot()) is None: return []
+  L, groups = results["train_length"], lm_groups(results)
+  positionals = list(dict.fromkeys(p for p, _ in groups))
+  paths = []
+  fig, axes = plt.subplots(1, len(positionals), figsize=(5.5 * len(positionals), 3.8), squeeze=False, sharey=True)
+  for ax, p in zip(axes[0], positionals):
+    for (pp, a), rs in groups.items():
+      if pp != p: continue
+      per = np.mean([r["per_position"] for r in rs], axis=0)
+      edges = np.unique(np.geomspace(1, len(per), 40).astype(int))
+      ax.plot(edges[:-1], [per[a0:b0].mean() for a0, b0 in zip(edges, edges[1:])], label=a)
+    ax.axvline(L, color="grey", ls=":", lw=1)
+    ax.set_xscale("log"); ax.set_xlabel("position (trained at the dotted line)"); ax.set_title(f"positional = {p}"); ax.grid(alpha=0.3)
+  axes[0][0].set_ylabel("held-out loss (nats/byte)"); axes[0][-1].legend(fontsize=8)
+  fig.tight_layout(); fig.savefig(out / "loss_by_position.png", dpi=120); plt.close(fig); paths.append(out / "loss_by_position.png")
+  fig, axes = plt.subplots(len(positionals), len(groups) // len(positionals), figsize=(3.2 * len(groups) // len(positionals), 2.8 * len(positionals)),
+                           squeeze=False)
+  for i, p in enumerate(positionals):
+    for ax, ((_, a), rs) in zip(axes[i], [(k, v) for k, v in groups.items() if k[0] == p]):
+      grid = np.mean([r["passkey"] for r in rs], axis=0)
+      ax.imshow(grid.T, vmin=0, vmax=1, cmap="viridis", aspect="auto", origin="lower")
+      ax.set_xticks(range(len(rs[0]["passkey_lengths"]))); ax.set_xticklabels(rs[0]["passkey_lengths"], fontsize=7)
+      ax.set_yticks(range(len(rs[0]["passkey_depths"]))); ax.set_yticklabels(rs[0]["passkey_depths"], fontsize=7)
+      for (x, y), v in np.ndenumerate(grid): ax.text(x, y, f"{v:.2f}", ha="center", va="center", fontsize=6, color="w")
+      ax.set_title(f"{p}: {a}", fontsize=8); ax.set_xlabel("length", fontsize=7); ax.set_ylabel("depth", fontsize=7)
+  fig.tight_layout(); fig.savefig(out / "passkey.png", dpi=120); plt.close(fig); paths.append(out / "passkey.png")
+  fig, ax = plt.subplots(figsize=(5.5, 3.8))
+  for (p, a), rs in groups.items():
+    ax.plot(rs[0]["passkey_lengths"], np.mean([r["attention_on_key"] for r in rs], axis=0), marker="o", label=f"{p}: {a}")
+  ax.set_xscale("log", base=2); ax.set_xlabel("context length"); ax.set_ylabel("largest weight on the key (mean)")
+  ax.grid(alpha=0.3); ax.legend(fontsize=7)
+  fig.tight_layout(); fig.savefig(out / "attention_on_key.png", dpi=120); plt.close(fig); paths.append(out / "attention_on_key.png")
+  return paths

@@ -20,8 +20,9 @@ from tqdm.auto import tqdm
 
 from ssmax_tiny import checkpoint
 from ssmax_tiny.checks import check_int, check_number, translate_renamed
-from ssmax_tiny.model import SSMaxConfig, TokenModel
+from ssmax_tiny.model import LanguageModel, SSMaxConfig, TokenModel
 from ssmax_tiny.tasks import RetrievalTask, batch_rng
+from ssmax_tiny.text import TextTask
 
 # names of earlier versions, still accepted by TrainConfig.from_dict (and so by old checkpoints)
 _RENAMED_TRAIN_OPTIONS = {"window": ("train_length", None)}
@@ -112,7 +113,7 @@ class Trainer:
   devices=("CUDA:0", "CUDA:1") every parameter is replicated (shard with axis=None), each batch is split along axis 0,
   and tinygrad reduces the gradients across devices when the replicated parameters' gradients are formed."""
 
-  def __init__(self, model: TokenModel, task: RetrievalTask, config: TrainConfig, devices=None):
+  def __init__(self, model: TokenModel | LanguageModel, task: RetrievalTask | TextTask, config: TrainConfig, devices=None):
     self.model, self.task, self.config = model, task, config
     self.devices = parse_devices(devices)
     if self.devices is not None and config.batch_size % len(self.devices):
@@ -180,7 +181,7 @@ class Trainer:
       tensors[f"optim.{i}.b1_t"], tensors[f"optim.{i}.b2_t"] = opt.b1_t, opt.b2_t
       for j, (m, v) in enumerate(zip(opt.m, opt.v)): tensors[f"optim.{i}.m.{j}"], tensors[f"optim.{i}.v.{j}"] = m, v
     for i, d in enumerate(self.rng.devices): tensors[f"rng.counter.{i}"] = self.rng.counters[d]
-    meta = dict(step=self.step, losses=self.losses, model=asdict(self.model.config), task=self.task.to_dict(),
+    meta = dict(step=self.step, losses=self.losses, model=asdict(self.model.config), task=self.task.to_dict(), head=self.model.head_options(),
                 train={**asdict(self.config), "betas": list(self.config.betas)})
     return tensors, meta
 
@@ -242,9 +243,21 @@ def _load(path) -> tuple[dict[str, Tensor], dict]:
   return tensors, meta
 
 
-def _configs(meta: dict) -> tuple[SSMaxConfig, RetrievalTask, TrainConfig]:
+def task_from_dict(d: dict) -> RetrievalTask | TextTask:
+  return TextTask(**d) if d.get("name") == "text" else RetrievalTask(**d)
+
+
+def model_from(head: dict, config: SSMaxConfig) -> TokenModel | LanguageModel:
+  """The token model a checkpoint's `head` describes (checkpoints before the language model have none: a classifier)."""
+  if head["kind"] == "lm": return LanguageModel(config, head["vocab_size"], head["tie_weights"])
+  return TokenModel(head["vocab_size"], head["num_classes"], config)
+
+
+def _configs(meta: dict) -> tuple[SSMaxConfig, RetrievalTask | TextTask, TrainConfig, dict]:
   try:
-    return SSMaxConfig.from_options(**meta["model"]), RetrievalTask(**meta["task"]), TrainConfig.from_dict(meta["train"])
+    task = task_from_dict(meta["task"])
+    head = meta.get("head") or dict(kind="classifier", vocab_size=task.vocab_size, num_classes=task.num_classes)
+    return SSMaxConfig.from_options(**meta["model"]), task, TrainConfig.from_dict(meta["train"]), head
   except (KeyError, TypeError, ValueError) as e:
     raise checkpoint.CheckpointError(f"checkpoint configuration is invalid: {e}") from e
 
@@ -253,19 +266,19 @@ def load_trainer(path, steps: int | None = None, devices=None) -> Trainer:
   """Rebuild model, optimizer and RNG from a checkpoint; train() then continues exactly where the run stopped.
   `steps` raises the run's total step count (the learning-rate schedule is defined by it, so it changes the run)."""
   tensors, meta = _load(path)
-  model_config, task, config = _configs(meta)
+  model_config, task, config, head = _configs(meta)
   if steps is not None: config = TrainConfig.from_dict({**asdict(config), "steps": steps})
-  model = TokenModel(task.vocab_size, task.num_classes, model_config)
+  model = model_from(head, model_config)
   trainer = Trainer(model, task, config, devices=devices)
   trainer.load_state(tensors, meta)
   return trainer
 
 
-def load_token_model(path) -> tuple[TokenModel, RetrievalTask, dict]:
+def load_token_model(path) -> tuple[TokenModel | LanguageModel, RetrievalTask | TextTask, dict]:
   """The trained model of a checkpoint (no optimizer), its task and the checkpoint's meta."""
   tensors, meta = _load(path)
-  model_config, task, _ = _configs(meta)
-  model = TokenModel(task.vocab_size, task.num_classes, model_config)
+  model_config, task, _, head = _configs(meta)
+  model = model_from(head, model_config)
   own = {f"model.{k}": v for k, v in get_state_dict(model).items()}
   assign_checked(own, {k: v for k, v in tensors.items() if k.startswith("model.")}, what=f"checkpoint {path}")
   return model, task, meta

@@ -1,0 +1,161 @@
+"""The language-model experiment: a byte-level next-token model trained on real text at length L, then measured as the
+paper measures length generalization (arXiv:2501.19399 Section 4; arXiv:2505.17083 Section 5):
+
+- `loss_by_position`: held-out next-token loss at every position up to 16L, averaged over windows, and `buckets` of it
+  ([0, L/2), [L/2, L), [L, 2L), ..., [8L, 16L)); degradation = loss in [8L, 16L) over loss in [L/2, L).
+- `passkey_grid`: a 5-digit pass key at a depth of a held-out haystack, asked for at the end; accuracy by (length, depth)
+  with the digits read greedily, teacher-forced (all five right = what greedy decoding would print).
+- `attention_on_key`: the weight the question's last position puts on the key's first digit, the most any head of any
+  layer puts there, against length (why a model retrieves, or fails to: the paper's attention-fading analysis).
+
+Training is train.Trainer's (AdamW, warmup and cosine, one TinyJit step); nothing here is inside the model.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import numpy as np
+from tinygrad import Device, Tensor
+from tinygrad.nn.state import get_parameters
+from tqdm.auto import tqdm
+
+from ssmax_tiny.model import LanguageModel, SSMaxConfig, with_options
+from ssmax_tiny.tasks import batch_rng
+from ssmax_tiny.text import DIGITS, TextTask, passkey
+from ssmax_tiny.train import TrainConfig, Trainer
+
+
+def build_lm(config: SSMaxConfig, seed: int, tie_weights: bool = True) -> LanguageModel:
+  Tensor.manual_seed(seed)
+  model = LanguageModel(config, 256, tie_weights)
+  Tensor.realize(*get_parameters(model))
+  return model
+
+
+def loss_by_position(model: LanguageModel, task: TextTask, length: int, windows: int, seed: int = 20_000,
+                     batch_size: int = 8, progress: bool = False) -> np.ndarray:
+  """Mean next-token loss (nats) at each position 0..length-1 over `windows` held-out windows of length + 1 bytes, drawn
+  from `seed` alone (the same windows for every model)."""
+  seq = task.heldout(batch_rng(seed, 0, stream=length), windows, length + 1)                # (windows, length + 1)
+  total = np.zeros(length)
+  for b in tqdm(range(0, windows, batch_size), desc=f"loss@{length}", disable=not progress, leave=False):
+    chunk = seq[b:b + batch_size]
+    total += model.token_losses(Tensor(chunk[:, :-1]), Tensor(chunk[:, 1:])).numpy().sum(0)
+  return total / windows
+
+
+def buckets(per_position: np.ndarray, L: int) -> dict[str, float]:
+  """Mean loss over [0, L/2), [L/2, L), [L, 2L), [2L, 4L), ... as far as per_position reaches."""
+  edges = [0, L // 2, L]
+  while edges[-1] * 2 <= len(per_position): edges.append(edges[-1] * 2)
+  return {f"[{a},{b})": float(per_position[a:b].mean()) for a, b in zip(edges, edges[1:])}
+
+
+def degradation(per_position: np.ndarray, L: int) -> float:
+  """Loss in [8L, 16L) over loss in [L/2, L) (1.0: no degradation at 16x the training length)."""
+  return float(per_position[8 * L:16 * L].mean() / per_position[L // 2:L].mean())
+
+
+def passkey_batch(task: TextTask, rng: np.random.Generator, count: int, length: int, depth: float) -> tuple[np.ndarray, int, int]:
+  """count sequences of `length` bytes with a pass key at `depth`, the position of the key's first digit, and that of
+  the answer's first digit (the same in every row)."""
+  hay = task.heldout(rng, count, length)
+  values = rng.integers(0, 10 ** DIGITS, size=count)
+  rows = [passkey(h, v, depth) for h, v in zip(hay, values)]
+  return np.stack([r[0] for r in rows]), rows[0][1], rows[0][2]
+
+
+def passkey_grid(model: LanguageModel, task: TextTask, lengths: list[int], depths: list[float], samples: int,
+                 seed: int = 30_000, batch_size: int = 8, progress: bool = False) -> np.ndarray:
+  """Accuracy [len(lengths), len(depths)]: the share of samples whose 5 digits are all predicted (argmax, teacher-forced)."""
+  acc = np.zeros((len(lengths), len(depths)))
+  cells = [(i, j) for i in range(len(lengths)) for j in range(len(depths))]
+  for i, j in tqdm(cells, desc="passkey", disable=not progress, leave=False):
+    seq, _, first = passkey_batch(task, batch_rng(seed, j, stream=lengths[i]), samples, lengths[i] + 1, depths[j])
+    right = 0
+    for b in range(0, samples, batch_size):
+      chunk = seq[b:b + batch_size]
+      logits = model(Tensor(chunk[:, :-1]))[:, first - 1:first - 1 + DIGITS].numpy()     # (B, DIGITS, 256)
+      right += int((logits.argmax(-1) == chunk[:, first:first + DIGITS]).all(-1).sum())
+    acc[i, j] = right / samples
+  return acc
+
+
+def attention_on_key(model: LanguageModel, task: TextTask, lengths: list[int], samples: int, depth: float = 0.5,
+                     seed: int = 40_000) -> list[float]:
+  """For each length, the mean over samples of the largest weight (over layers and heads) that the position predicting
+  the answer's first digit puts on the key's first digit in the haystack."""
+  out = []
+  for length in lengths:
+    seq, key_at, first = passkey_batch(task, batch_rng(seed, 0, stream=length), samples, length + 1, depth)
+    weights: list[Tensor] = []
+    model.transformer.hidden(model.embed(Tensor(seq[:, :first])), weights=weights)
+    w = np.stack([x[:, :, first - 1, key_at].numpy() for x in weights])                # (layers, B, H)
+    out.append(float(w.max(axis=(0, 2)).mean()))
+  return out
+
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# `make lm`: the comparison
+
+LM_ATTENTIONS = ("softmax", "ssmax", "scale_invariant")   # trained; "softmax + qwen_logn" is evaluated from the softmax runs
+
+
+def lm_config(template: SSMaxConfig, attention: str, positional: str, train_length: int) -> SSMaxConfig:
+  """One cell of the comparison. The rule, fixed before any comparison: SSMax starts at s = 1/log L (BiBo's choice, so
+  that at the training length's last row s log n = 1 and it starts out as softmax there), one s per layer, learned."""
+  init_s = 1.0 / math.log(train_length) if attention == "ssmax" else template.init_s
+  return replace(template, attention=attention, positional=positional, init_s=init_s, train_length=train_length)
+
+
+def evaluate_lm(model: LanguageModel, task: TextTask, L: int, *, factor: int = 16, windows: int = 16, samples: int = 8,
+                depths=(0.1, 0.5, 0.9), progress: bool = False) -> dict:
+  """Loss by position to factor * L, its buckets and degradation; pass key accuracy at L, 4L, ... factor * L (powers of
+  4) by depth; the attention on the key at those lengths."""
+  lengths = [L * 4 ** i for i in range(int(math.log(factor, 4)) + 1)]
+  if lengths[-1] != factor * L: lengths.append(factor * L)
+  per_pos = loss_by_position(model, task, factor * L, windows, progress=progress)
+  grid = passkey_grid(model, task, lengths, list(depths), samples, progress=progress)
+  return dict(per_position=per_pos.tolist(), buckets=buckets(per_pos, L), degradation=degradation(per_pos, L),
+              passkey_lengths=lengths, passkey_depths=list(depths), passkey=grid.tolist(),
+              passkey_by_length=grid.mean(1).tolist(), attention_on_key=attention_on_key(model, task, lengths, 2))
+
+
+def compare(model: SSMaxConfig, train: TrainConfig, *, task: TextTask, attentions=LM_ATTENTIONS, positionals=("rope", "none"),
+            seeds=(0, 1, 2), factor: int = 16, windows: int = 8, samples: int = 8, out: Path = Path("runs/lm"),
+            progress: bool = True) -> dict:
+  """Train every (positional, attention, seed) with the same data order, initial weights (by seed) and budget; evaluate
+  each; write results.json as runs finish, then results.md and the plots. Returns the results."""
+  from ssmax_tiny import report
+  out.mkdir(parents=True, exist_ok=True)
+  L = train.train_length
+  task.check_length(L)
+  train_bytes, held_bytes = task.sizes()
+  print(f"device: {Device.DEFAULT}  data: {task.source} ({train_bytes:,} bytes for training, {held_bytes:,} held out)  "
+        f"L = {L}, evaluated to {factor * L}")
+  runs, t0 = [], time.perf_counter()
+  cells = [(p, a, s) for p in positionals for a in attentions for s in seeds]
+  for p, a, seed in tqdm(cells, desc="lm runs", disable=not progress, dynamic_ncols=True):
+    config = lm_config(model, a, p, L)
+    trainer = Trainer(build_lm(config, seed), task, replace(train, seed=seed))
+    t = time.perf_counter()
+    trainer.train(progress=progress, desc=f"{p} {a} seed {seed}")
+    train_s = time.perf_counter() - t
+    variants = [(a, trainer.model)] + ([("softmax + qwen_logn", with_options(trainer.model, attention="qwen_logn"))] if a == "softmax" else [])
+    for label, m in variants:
+      runs.append(dict(positional=p, attention=label, seed=seed, train_seconds=round(train_s, 1), final_loss=trainer.losses[-1],
+                       learned_s=m.transformer.learned_s(), **evaluate_lm(m, task, L, factor=factor, windows=windows, samples=samples)))
+    results = dict(device=Device.DEFAULT, data=task.source, train_length=L, factor=factor, windows=windows, samples=samples,
+                   model=asdict(model), train=asdict(train), runs=runs, seconds=round(time.perf_counter() - t0, 1))
+    (out / "results.json").write_text(json.dumps(results, indent=1))
+  md = report.lm_table(results)
+  (out / "results.md").write_text(md)
+  print(md)
+  plots = report.plot_lm(results, out)
+  print("plots: " + (", ".join(str(x) for x in plots) if plots else "skipped (pip install 'ssmax-tiny[plot]')"))
+  return results
