@@ -3,7 +3,7 @@
 PyTorch's scaled_dot_product_attention on the same shapes. Each (framework, T) runs in a fresh process, so that its peak
 resident memory (ru_maxrss) is its own.
 
-  python bench/long_context.py [--lengths 1024,4096,16384] [--frameworks tinygrad,torch] [--out bench/long_context]
+  python bench/long_context.py [--lengths 1024,4096,16384,32768,65536] [--frameworks tinygrad,torch] [--out bench/long_context]
 
 Writes OUT.json, OUT.md and OUT.png (time and peak memory against T).
 """
@@ -37,8 +37,8 @@ def run_one(framework: str, T: int) -> dict:
 
     import ssmax_tiny
     Tensor.manual_seed(0)
-    model = ssmax_tiny.build(64)
-    x = Tensor.randn(1, T, 64).realize()
+    model = ssmax_tiny.build(64, output_mode="all")  # every position, as PyTorch computes them (with "last", tinygrad's
+    x = Tensor.randn(1, T, 64).realize()              # lazy graph would compute the last layer for one query only)
     model.forward(x).realize()
     t0 = time.perf_counter(); model.forward(x).realize(); seconds = time.perf_counter() - t0
     device = f"tinygrad {Device.DEFAULT}, query block {model.query_block(1, T)}"
@@ -67,7 +67,7 @@ def plot(rows: list[dict], path: Path) -> bool:
 
 def main():
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  p.add_argument("--lengths", default="1024,4096,16384", help="sequence lengths (default 1024,4096,16384)")
+  p.add_argument("--lengths", default="1024,4096,16384,32768,65536", help="sequence lengths (default 1024,4096,16384,32768,65536)")
   p.add_argument("--frameworks", default="tinygrad,torch", help="tinygrad, torch or both (default both)")
   p.add_argument("--out", type=Path, default=ROOT / "bench" / "long_context", help="OUT.json, OUT.md, OUT.png (default bench/long_context)")
   p.add_argument("--one", default=None, help=argparse.SUPPRESS)  # framework:T, run in this process (the driver's children)

@@ -56,8 +56,8 @@ def buckets(per_position: np.ndarray, L: int) -> dict[str, float]:
 
 
 def degradation(per_position: np.ndarray, L: int) -> float:
-  """Loss in [8L, 16L) over loss in [L/2, L) (1.0: no degradation at 16x the training length)."""
-  return float(per_position[8 * L:16 * L].mean() / per_position[L // 2:L].mean())
+  """Loss in the last doubling of the positions measured ([8L, 16L) at 16x) over loss in [L/2, L); 1.0: no degradation."""
+  return float(per_position[len(per_position) // 2:].mean() / per_position[L // 2:L].mean())
 
 
 def passkey_batch(task: TextTask, rng: np.random.Generator, count: int, length: int, depth: float) -> tuple[np.ndarray, int, int]:

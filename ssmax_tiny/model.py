@@ -714,6 +714,10 @@ class TokenModel:
 
   def project(self, h: Tensor) -> Tensor: return self.head(h)
 
+  def logits_from(self, h: Tensor, lengths=None) -> Tensor:
+    """the transformer's hidden states [B, T, h] (after its final LayerNorm) -> logits [B, classes]"""
+    return self.head(self.transformer.read_out(h, lengths))
+
   def head_options(self) -> dict:
     return dict(kind="classifier", vocab_size=self.embed.weight.shape[0], num_classes=self.head.weight.shape[0])
 
@@ -755,6 +759,8 @@ class LanguageModel:
   def project(self, h: Tensor) -> Tensor:
     """hidden states [..., h] -> logits [..., vocab]: h @ embed^T when tied, else the head."""
     return h @ self.embed.weight.T if self.head is None else self.head(h)
+
+  def logits_from(self, h: Tensor, lengths=None) -> Tensor: return self.project(h)  # [B, T, h] -> [B, T, vocab]
 
   def __call__(self, tokens: Tensor, lengths=None) -> Tensor:
     """tokens [B, T] -> logits [B, T, vocab]; lengths (right padding) as in SSMaxTransformer.hidden."""

@@ -19,7 +19,7 @@ from tinygrad.nn.state import get_parameters, get_state_dict
 from tqdm.auto import tqdm
 
 from ssmax_tiny import checkpoint
-from ssmax_tiny.checks import check_int, check_number, translate_renamed
+from ssmax_tiny.checks import check_bool, check_int, check_number, translate_renamed
 from ssmax_tiny.model import LanguageModel, SSMaxConfig, TokenModel
 from ssmax_tiny.tasks import RetrievalTask, batch_rng
 from ssmax_tiny.text import TextTask
@@ -40,6 +40,7 @@ class TrainConfig:
   weight_decay: float = 0.1
   clip: float = 1.0
   seed: int = 0
+  checkpoint: bool = False     # recompute each block's activations in the backward pass (less memory, more time; unjitted)
 
   def __post_init__(self):
     for f in ("steps", "batch_size", "train_length"): check_int(f, getattr(self, f))
@@ -48,6 +49,7 @@ class TrainConfig:
     for f in ("lr", "clip"): check_number(f, getattr(self, f), 0, low_open=True)
     check_number("weight_decay", self.weight_decay, 0)
     check_number("min_lr_ratio", self.min_lr_ratio, 0, 1)
+    check_bool("checkpoint", self.checkpoint)
     if len(self.betas) != 2: raise ValueError(f"betas={self.betas!r} must be two numbers in [0, 1)")
     for b in self.betas: check_number("betas", b, 0, 1, high_open=True)
 
@@ -129,9 +131,13 @@ class Trainer:
 
   def _train_step(self, tokens: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
     self.optimizer.zero_grad()
-    loss = self.model(tokens).sparse_categorical_crossentropy(targets)
-    loss.backward()
     params = self.optimizer.params
+    if self.config.checkpoint:
+      loss, grads = checkpointed_gradients(self.model, tokens, targets, params, self.rng)
+      for p, g in zip(params, grads): p.grad = g
+    else:
+      loss = self.model(tokens).sparse_categorical_crossentropy(targets)
+      loss.backward()
     norm = Tensor.stack(*[p.grad.square().sum() for p in params]).sum().sqrt()
     coef = (self.config.clip / (norm + 1e-6)).minimum(1.0)   # clip the global gradient norm to config.clip
     for p in params: p.grad = p.grad * coef
@@ -154,7 +160,8 @@ class Trainer:
     self.set_lr(self.config.lr_at(self.step))
     tokens, targets = self.next_batch()
     with Context(TRAINING=1), self.rng:
-      loss, _ = self._jit(tokens, targets)
+      # checkpointing realises block by block, which a TinyJit cannot capture as one step: it runs eagerly
+      loss, _ = (self._train_step if self.config.checkpoint else self._jit)(tokens, targets)
     self.losses.append(float(loss.item()))
     self.step += 1
     return self.losses[-1]
@@ -189,6 +196,63 @@ class Trainer:
     own, _ = self.state()
     assign_checked(own, tensors, what="checkpoint")
     self.step, self.losses = int(meta["step"]), [float(x) for x in meta["losses"]]
+
+
+def checkpointed_gradients(model, tokens: Tensor, targets: Tensor, params: list[Tensor], rng: DropoutRNG) -> tuple[Tensor, list[Tensor]]:
+  """The loss and the gradients of `params`, with activation checkpointing (Chen et al. 2016, arXiv:1604.06174; what
+  torch.utils.checkpoint does per block): the forward keeps only each block's input, realised, and frees the rest; the
+  backward runs block by block from the top, recomputing that block's forward from its input, so that at most one
+  block's activations are held at a time. Each stage is realised before the next, because tinygrad's memory planner
+  holds every buffer of one schedule to its end. Each block's dropout draws are replayed: the RNG counters are saved
+  before the block's forward and restored before its recomputation. Same gradients as loss.backward() (test).
+
+  Wrapping each block in tinygrad's `function` (tinygrad/function.py), whose backward recomputes the body, gave the same
+  gradients but no saving: forward and backward end up in one schedule, and its buffers are all held."""
+  tr = model.transformer
+  last = len(tr.blocks) - 1
+  grads: dict[int, Tensor] = {}
+  trainable = {id(p) for p in params}
+
+  def of(*modules) -> list[Tensor]:  # the trainable parameters of these modules: a stage differentiates only its own
+    return [p for p in get_parameters([m for m in modules if m is not None]) if id(p) in trainable]
+
+  def accumulate(values: list[Tensor], to: list[Tensor]) -> None:
+    for p, g in zip(to, values): grads[id(p)] = g if id(p) not in grads else grads[id(p)] + g
+    Tensor.realize(*grads.values())
+
+  def block(i: int, h: Tensor) -> Tensor:
+    y = tr.blocks[i](h)
+    return y.dropout(tr.config.dropout) if i < last else y                           # dropout between blocks, as in hidden()
+
+  def counters() -> dict[str, Tensor]: return {d: c.clone().realize() for d, c in rng.counters.items()}
+
+  def restore(saved: dict[str, Tensor]) -> None:
+    for d, c in saved.items(): rng.counters[d].assign(c).realize()
+
+  def first(): return tr.input_proj(model.embed(tokens)) if tr.input_proj is not None else model.embed(tokens)
+
+  h = first().contiguous().realize()
+  inputs, states = [], []
+  for i in range(len(tr.blocks)):                                                    # forward: keep block inputs only
+    inputs.append(h.detach())
+    states.append(counters())
+    h = block(i, inputs[-1]).contiguous().realize()
+  after = counters()
+  top_in, top = h.detach(), of(tr.ln_f, getattr(model, "head", None) or model.embed)  # a tied head is the embedding
+  loss = model.logits_from(tr.ln_f(top_in)).sparse_categorical_crossentropy(targets)
+  *g_params, g = loss.gradient(*top, top_in)
+  Tensor.realize(loss, g)
+  accumulate(g_params, top)
+  for i in reversed(range(len(tr.blocks))):                                          # backward: recompute, then differentiate
+    restore(states[i])
+    own = of(tr.blocks[i])
+    *g_params, g = block(i, inputs[i]).gradient(*own, inputs[i], gradient=g)
+    g = g.contiguous().realize()
+    accumulate(g_params, own)
+  restore(after)                                                                     # the counters as after an ordinary step
+  own = of(model.embed, tr.input_proj)
+  accumulate(first().gradient(*own, gradient=g), own)
+  return loss, [grads[id(p)] if id(p) in grads else p.zeros_like() for p in params]
 
 
 def assign_checked(own: dict[str, Tensor], loaded: dict[str, Tensor], what: str) -> None:

@@ -29,7 +29,7 @@ def _step(run: Path) -> int:
     return -1
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
+@pytest.mark.parametrize("sig", [pytest.param(signal.SIGKILL, marks=pytest.mark.slow), signal.SIGINT])
 def test_killed_run_leaves_a_loadable_checkpoint_and_resumes(tmp_path, sig):
   run = tmp_path / "run"
   proc = subprocess.Popen([sys.executable, "-m", "ssmax_tiny", "train", "--steps", "100000", "--ckpt-every", "1", "--out", str(run), *SMALL],

@@ -196,5 +196,9 @@ def test_cli_train_eval_resume_and_demo_smoke(tmp_path):
   results = json.loads((tmp_path / "d" / "results.json").read_text())
   assert len(results["runs"]) == 6 and results["lengths"] == [12, 24]
   assert (tmp_path / "d" / "fading.json").exists()
+  lm = _cli("lm", "--steps", "2", "--batch-size", "2", "--train-length", "72", "--factor", "2", "--hidden", "16", "--heads", "2",
+            "--sample", "8", "--out", str(tmp_path / "lm"), cwd=ROOT)
+  assert lm.returncode == 0 and "degradation" in lm.stdout and "sample (temperature 0.8): The pass key is" in lm.stdout, lm.stderr
+  assert set(json.loads((tmp_path / "lm" / "eval.json").read_text())["buckets"]) == {"[0,36)", "[36,72)", "[72,144)"}
   bad = _cli("eval", "--checkpoint", str(tmp_path / "nothing"), cwd=ROOT)
   assert bad.returncode == 2 and "no checkpoint at" in bad.stderr

@@ -16,10 +16,9 @@ from ssmax_tiny.model import Decoder, llama4_scale, qwen_logn_scale, scale_invar
 TOL = 1e-5  # float32 through 2 layers of O(1) activations, as in test_model.py
 L = 4       # the training length the variants are told: T = 13 reaches past 3L, where qwen_logn and llama4 act
 
-VARIANTS = [dict(attention="logn"), dict(attention="qwen_logn"), dict(attention="llama4"), dict(attention="scale_invariant"),
-            dict(attention="ssmax", rope_fraction=0.5), dict(attention="softmax", qk_norm=True, rope_base=500.0),
-            dict(attention="scale_invariant", rope_fraction=0.25, qk_norm=True), dict(attention="logn", positional="none"),
-            dict(attention="llama4", n_mode="sequence", positional="none")]
+VARIANTS = [dict(attention="logn", positional="none"), dict(attention="qwen_logn"), dict(attention="llama4", n_mode="sequence", positional="none"),
+            dict(attention="scale_invariant", rope_fraction=0.25, qk_norm=True), dict(attention="ssmax", rope_fraction=0.5),
+            dict(attention="softmax", qk_norm=True, rope_base=500.0)]
 
 
 def _id(o): return ",".join(f"{k}={v}" for k, v in o.items())

@@ -1,0 +1,47 @@
+"""Activation checkpointing (TrainConfig.checkpoint): the same loss and gradients as the ordinary backward pass, dropout
+included (its draws are replayed), for the classifier and the language model; and the same training run."""
+import numpy as np
+import pytest
+from conftest import TINY
+from tinygrad import Context, Tensor
+
+import ssmax_tiny as st
+from ssmax_tiny.lm import build_lm
+from ssmax_tiny.tasks import make_task
+from ssmax_tiny.text import TextTask
+from ssmax_tiny.train import DropoutRNG, TrainConfig, Trainer, build_token_model, checkpointed_gradients
+
+
+def _models():
+  config = st.SSMaxConfig(embed_dim=8, **TINY, dropout=0.2, positional="rope")
+  yield "classifier", build_token_model(make_task("needle"), config, 0), make_task("needle")
+  yield "lm", build_lm(st.SSMaxConfig(**{**{**config.__dict__, "embed_dim": 16}, "output_mode": "all"}), 0), TextTask(passkey_rate=0.0)
+
+
+@pytest.mark.parametrize("kind", [pytest.param("classifier", marks=pytest.mark.slow), "lm"])
+def test_checkpointed_gradients_equal_the_ordinary_backward(kind):
+  _, model, task = next(m for m in _models() if m[0] == kind)
+  tokens, targets = (Tensor(a) for a in task.batch(np.random.default_rng(0), 2, 12))
+  params = [p for p in model.configure_optimizers(1e-3, (0.9, 0.95), 0.1).params]
+  with Context(TRAINING=1):
+    with (rng := DropoutRNG(0, (tokens.device,))):
+      loss = model(tokens).sparse_categorical_crossentropy(targets)
+      want = [g.numpy() for g in loss.gradient(*params)]
+      want_loss, after = loss.item(), rng.counters[tokens.device].numpy()
+    with (rng := DropoutRNG(0, (tokens.device,))):
+      got_loss, got = checkpointed_gradients(model, tokens, targets, params, rng)
+      got = [g.numpy() for g in got]
+      assert (rng.counters[tokens.device].numpy() == after).all()   # the RNG ends where an ordinary step leaves it
+  assert got_loss.item() == pytest.approx(want_loss, abs=1e-6)
+  for g, w in zip(got, want): np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)  # float32, summed in another order
+
+
+@pytest.mark.slow
+def test_checkpointed_training_run_matches_the_ordinary_run():
+  task = make_task("needle")
+  config = st.SSMaxConfig(embed_dim=8, **TINY, dropout=0.1)
+  runs = []
+  for checkpoint in (False, True):
+    trainer = Trainer(build_token_model(task, config, 0), task, TrainConfig(steps=4, batch_size=4, train_length=16, warmup=1, checkpoint=checkpoint))
+    runs.append(trainer.train(progress=False))
+  np.testing.assert_allclose(runs[0], runs[1], rtol=1e-5)
