@@ -48,7 +48,8 @@ def main():
       rows.append(json.loads(out.stdout.strip().splitlines()[-1])); print(json.dumps(rows[-1]), flush=True)
   a.out.with_suffix(".json").write_text(json.dumps(rows, indent=1))
   md = [f"Activation checkpointing on {rows[0]['device']} (`python bench/checkpointing.py`): byte-level LM, hidden 128, 4 layers, batch 4.", "",
-        "| T | ordinary s/step | checkpointed s/step | time ratio | ordinary peak MiB | checkpointed peak MiB | memory ratio |", "|---|---|---|---|---|---|---|"]
+        "| T | ordinary s/step | checkpointed s/step | time ratio | ordinary peak MiB | checkpointed peak MiB | memory ratio |",
+        "|---|---|---|---|---|---|---|"]
   for plain, ck in zip(rows[::2], rows[1::2]):
     md.append(f"| {plain['length']} | {plain['s_per_step']} | {ck['s_per_step']} | {ck['s_per_step'] / plain['s_per_step']:.2f} | "
               f"{plain['peak_rss_mib']} | {ck['peak_rss_mib']} | {ck['peak_rss_mib'] / plain['peak_rss_mib']:.2f} |")
