@@ -1,9 +1,10 @@
-"""Evaluation at long context: time and peak memory of one forward pass of the Edifice default model (embed 64, hidden
-256, 4 heads, 6 layers, SSMax), batch 1, at each T, tinygrad (attention in blocks of queries, `attend_blocked`) against
+"""Evaluation at long context: time and peak memory of one forward pass, every position, of the Edifice default model
+(embed 64, hidden 256, 4 heads, 6 layers, SSMax; or with --size lm, make lm's transformer: hidden 64, 2 layers), batch 1,
+at each T, tinygrad (attention in blocks of queries, `attend_blocked`) against
 PyTorch's scaled_dot_product_attention on the same shapes. Each (framework, T) runs in a fresh process, so that its peak
 resident memory (ru_maxrss) is its own.
 
-  python bench/long_context.py [--lengths 1024,4096,16384,32768,65536] [--frameworks tinygrad,torch] [--out bench/long_context]
+  python bench/long_context.py [--lengths 1024,4096,16384,32768,65536] [--size edifice|lm] [--frameworks tinygrad,torch] [--out bench/long_context]
 
 Writes OUT.json, OUT.md and OUT.png (time and peak memory against T).
 """
@@ -19,14 +20,17 @@ from pathlib import Path
 ROOT = Path(__file__).parent.parent
 
 
-def run_one(framework: str, T: int) -> dict:
+SIZES = {"edifice": dict(hidden_size=256, num_heads=4, num_layers=6), "lm": dict(hidden_size=64, num_heads=4, num_layers=2)}
+
+
+def run_one(framework: str, T: int, size: str = "edifice") -> dict:
   """In this process: one untimed forward at T (compiling kernels), then one timed; peak RSS of the process."""
   if framework == "torch":
     import torch
     sys.path.insert(0, str(Path(__file__).parent))
     from torch_ref import TorchSSMaxTransformer
     torch.manual_seed(0)
-    model = TorchSSMaxTransformer(64).eval()
+    model = TorchSSMaxTransformer(64, **SIZES[size]).eval()
     x = torch.randn(1, T, 64)
     with torch.no_grad():
       model(x)
@@ -37,16 +41,18 @@ def run_one(framework: str, T: int) -> dict:
 
     import ssmax_tiny
     Tensor.manual_seed(0)
-    model = ssmax_tiny.build(64, output_mode="all")  # every position, as PyTorch computes them (with "last", tinygrad's
+    model = ssmax_tiny.build(64, output_mode="all", **SIZES[size])  # every position, as PyTorch computes them (with "last", tinygrad's
     x = Tensor.randn(1, T, 64).realize()              # lazy graph would compute the last layer for one query only)
     model.forward(x).realize()
-    t0 = time.perf_counter(); model.forward(x).realize(); seconds = time.perf_counter() - t0
+    Device[Device.DEFAULT].synchronize()
+    # realize() only queues the kernels on an asynchronous device (CL, CUDA, Metal): wait for them before reading the clock
+    t0 = time.perf_counter(); model.forward(x).realize(); Device[Device.DEFAULT].synchronize(); seconds = time.perf_counter() - t0
     device = f"tinygrad {Device.DEFAULT}, query block {model.query_block(1, T)}"
   return dict(framework=framework, T=T, seconds=seconds, per_token_ms=1000 * seconds / T, device=device,
               peak_rss_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 
 
-def plot(rows: list[dict], path: Path) -> bool:
+def plot(rows: list[dict], path: Path, size: dict) -> bool:
   try:
     import matplotlib
     matplotlib.use("Agg")
@@ -60,7 +66,8 @@ def plot(rows: list[dict], path: Path) -> bool:
     axes[1].plot([r["T"] for r in rs], [r["peak_rss_mib"] / 1024 for r in rs], "o-", label=fw)
   for ax, label in zip(axes, ("forward time, s", "peak memory of the process, GiB")):
     ax.set_xscale("log", base=2); ax.set_yscale("log"); ax.set_xlabel("T (batch 1)"); ax.set_ylabel(label); ax.grid(alpha=0.3)
-  axes[0].legend(); fig.suptitle("Edifice default model (hidden 256, 4 heads, 6 layers), one forward pass", fontsize=10)
+  axes[0].legend()
+  fig.suptitle(f"hidden {size['hidden_size']}, {size['num_heads']} heads, {size['num_layers']} layers: one forward pass, every position", fontsize=10)
   fig.tight_layout(); fig.savefig(path, dpi=120); plt.close(fig)
   return True
 
@@ -70,16 +77,18 @@ def main():
   p.add_argument("--lengths", default="1024,4096,16384,32768,65536", help="sequence lengths (default 1024,4096,16384,32768,65536)")
   p.add_argument("--frameworks", default="tinygrad,torch", help="tinygrad, torch or both (default both)")
   p.add_argument("--out", type=Path, default=ROOT / "bench" / "long_context", help="OUT.json, OUT.md, OUT.png (default bench/long_context)")
+  p.add_argument("--size", choices=tuple(SIZES), default="edifice",
+                 help="edifice: the Edifice default (hidden 256, 4 heads, 6 layers); lm: make lm's transformer (hidden 64, 4 heads, 2 layers)")
   p.add_argument("--one", default=None, help=argparse.SUPPRESS)  # framework:T, run in this process (the driver's children)
   a = p.parse_args()
   if a.one:
     fw, T = a.one.split(":")
-    print(json.dumps(run_one(fw, int(T))))
+    print(json.dumps(run_one(fw, int(T), a.size)))
     return
   rows = []
   for T in [int(t) for t in a.lengths.split(",")]:
     for fw in a.frameworks.split(","):
-      out = subprocess.run([sys.executable, __file__, "--one", f"{fw}:{T}"], capture_output=True, text=True, env=os.environ)
+      out = subprocess.run([sys.executable, __file__, "--one", f"{fw}:{T}", "--size", a.size], capture_output=True, text=True, env=os.environ)
       if out.returncode != 0:
         print(f"{fw} at T = {T} failed: {out.stderr.strip().splitlines()[-1] if out.stderr.strip() else out.returncode}")
         continue
@@ -93,7 +102,7 @@ def main():
   a.out.with_suffix(".json").write_text(json.dumps(rows, indent=1))
   a.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
   print("\n".join(lines))
-  plotted = plot(rows, a.out.with_suffix(".png"))
+  plotted = plot(rows, a.out.with_suffix(".png"), SIZES[a.size])
   print(f"wrote {a.out.with_suffix('.json')}, {a.out.with_suffix('.md')}" + (f", {a.out.with_suffix('.png')}" if plotted else ""))
 
 

@@ -272,17 +272,21 @@ def attend_blocked(q: Tensor, k: Tensor, v: Tensor, query_block: int, start_pos:
   """Causal `attend` one block of query_block queries at a time, each block realised before the next, so that the extra
   memory is one block of scores [B, H, C, T_k] instead of [B, H, T, T_k]. Each query row is computed exactly as in
   `attend` (a row's softmax needs only its own scores; score_mod and the padding mask see absolute positions), so the
-  result is the same; a block's queries see no key after its last row, so the keys are cut there. Realising breaks the
+  result is the same; a block's queries see no key after its last row, so the keys are cut near there. Realising breaks the
   autograd graph: inference and prefill only."""
   T = q.shape[2]
   q, k, v = (t.contiguous().realize() for t in (q, k, v))  # computed once, read by every block
+  # Each distinct number of keys is a new shape, and tinygrad compiles new kernels for each: with many blocks, the keys
+  # are cut at a multiple of `step` instead (the causal mask hides the extra ones), so at most 8 shapes are compiled
+  step = query_block * math.ceil(math.ceil(T / query_block) / 8)
   blocks = []
   # Every block has its own number of keys, so its scores have their own size; tinygrad's allocator keeps freed buffers
   # for reuse by size (LRUAllocator, tinygrad/device.py), which here would hold one of each, T^2/2 in all. LRU=0 frees them.
   with Context(LRU=0):
     for c0 in range(0, T, query_block):
       c1 = min(T, c0 + query_block)
-      keys = start_pos + c1                                # row c1 - 1 sees keys 0..start_pos + c1 - 1
+      # row c1 - 1 sees keys 0..start_pos + c1 - 1; more are cut off by the causal mask, which a one-row block has not
+      keys = start_pos + (c1 if c1 - c0 == 1 else min(T, math.ceil(c1 / step) * step))
       blocks.append(attend(q[:, :, c0:c1], k[:, :, :keys], v[:, :, :keys], causal=True, start_pos=start_pos + c0,
                            score_mod=score_mod, lengths=lengths).realize())
   return Tensor.cat(*blocks, dim=2)                                                 # (B, H, T, Hd)
