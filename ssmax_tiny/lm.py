@@ -152,7 +152,7 @@ def compare(model: SSMaxConfig, train: TrainConfig, *, task: TextTask, attention
                        learned_s=m.transformer.learned_s(), **evaluate_lm(m, task, L, factor=factor, windows=windows, samples=samples)))
     results = dict(device=Device.DEFAULT, data=task.source, train_length=L, factor=factor, windows=windows, samples=samples,
                    model=asdict(model), train=asdict(train), runs=runs, seconds=round(time.perf_counter() - t0, 1))
-    (out / "results.json").write_text(json.dumps(results, indent=1))
+    (out / "results.json").write_text(json.dumps(results))  # compact: the per-position losses are long lists
   md = report.lm_table(results)
   (out / "results.md").write_text(md)
   print(md)

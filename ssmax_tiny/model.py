@@ -773,8 +773,7 @@ class LanguageModel:
 
   def token_losses(self, tokens: Tensor, targets: Tensor, lengths=None) -> Tensor:
     """Cross-entropy of each position's next-token prediction, [B, T] (nats); 0 at padded positions."""
-    logits = self(tokens, lengths)
-    losses = logits.log_softmax(-1).mul(targets.unsqueeze(-1) == Tensor.arange(logits.shape[-1])).sum(-1).neg()  # (B, T)
+    losses = self(tokens, lengths).sparse_categorical_crossentropy(targets, reduction="none")   # (B, T)
     lengths = self.transformer.check_lengths(lengths, *tokens.shape)
     return losses if lengths is None else (Tensor.arange(tokens.shape[1]).reshape(1, -1) < lengths.reshape(-1, 1)).where(losses, 0.0)
 
