@@ -13,13 +13,13 @@ $(STAMP): pyproject.toml scripts/ensure_system_deps.sh
 	@bash scripts/ensure_system_deps.sh
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip >/dev/null 2>&1 || true
-	$(PY) -m pip install -q -e '.[test,plot,dev]'
+	$(PY) -m pip install -q -e '.[test,plot,dev,ray]'
 	@touch $(STAMP)
 
 CORE := tests/test_compute.py tests/test_model.py
 
 test: $(STAMP)  ## the suite on tinygrad's CPU device (one pytest worker per core: that device runs on one), then the core tests on its OpenCL device (PoCL) where one is present
-	DEV=CPU $(PY) -m pytest -q -n auto $(ARGS)
+	DEV=CPU $(PY) -m pytest -q -n auto --dist loadgroup $(ARGS)
 	@if DEV=CL $(PY) -c "from tinygrad import Device; Device['CL']" >/dev/null 2>&1; then \
 	  echo "core tests on the OpenCL device (DEV=CL):"; DEV=CL $(PY) -m pytest -q $(CORE) $(ARGS); \
 	else echo "no OpenCL device: skipped the DEV=CL run (Debian/Ubuntu: apt-get install pocl-opencl-icd)"; fi
@@ -28,7 +28,7 @@ test-cl: $(STAMP)  ## only the core tests, on tinygrad's OpenCL device (PoCL on 
 	DEV=CL $(PY) -m pytest -q $(CORE) $(ARGS)
 
 test-slow: $(STAMP)  ## the slow tests kept out of `make test`
-	DEV=CPU $(PY) -m pytest -q -n auto -m slow $(ARGS)
+	DEV=CPU $(PY) -m pytest -q -n auto --dist loadgroup -m slow $(ARGS)
 
 demo: $(STAMP)  ## SSMax against softmax on long-context retrieval (under 10 minutes on 2 cores); ARGS adds flags
 	$(PY) -m ssmax_tiny demo $(ARGS)

@@ -118,6 +118,21 @@ def _train_args(p: argparse.ArgumentParser, steps: int, d: TrainConfig = TRAIN_D
   g.add_argument("--clip", type=float, default=d.clip, help=f"global gradient-norm clip (default {d.clip:g})")
 
 
+def _runner_args(p: argparse.ArgumentParser) -> None:
+  g = p.add_argument_group("running the grid (ssmax_tiny/sweep.py; every runner gives the same numbers)")
+  g.add_argument("--jobs", type=_positive_int, default=1, help="run N cells at a time, each in a process of its own (default 1: "
+                 "one after another in this process)")
+  g.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                 help="run each cell as a Ray task: --ray alone starts a local Ray instance, --ray auto joins the running cluster, "
+                      "--ray ADDRESS joins that one (pip install 'ssmax-tiny[ray]')")
+  g.add_argument("--cpus-per-cell", type=float, default=1, help="CPUs a Ray task asks for (default 1)")
+  g.add_argument("--gpus-per-cell", type=float, default=0, help="GPUs a Ray task asks for (default 0; 1 on a GPU cluster)")
+
+
+def _runner(args) -> dict:
+  return dict(jobs=args.jobs, ray=args.ray, cpus=args.cpus_per_cell, gpus=args.gpus_per_cell)
+
+
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(prog="ssmax-tiny", description="Scalable-Softmax (SSMax) attention in tinygrad: train, evaluate, compare.")
   sub = parser.add_subparsers(dest="command", required=True, metavar="{train,eval,demo,lm,lm-compare,fading}")
@@ -152,8 +167,10 @@ def build_parser() -> argparse.ArgumentParser:
                  help=f"position settings to compare (default {','.join(POSITIONALS)})")
   p.add_argument("--finetune", type=_nonneg_int, default=0,
                  help="also switch each trained softmax model to SSMax (s = 1/log train length) and fine-tune it N steps")
-  p.add_argument("--out", type=Path, default=Path("runs/demo"), help="results.json, results.md and plots go here (default runs/demo)")
+  p.add_argument("--out", type=Path, default=Path("runs/demo"),
+                 help="results.json, results.md, plots, sweep.json (the finished cells) and each cell's checkpoint go here (default runs/demo)")
   p.add_argument("--no-progress", action="store_true", help="no progress bars")
+  _runner_args(p)
 
   p = sub.add_parser("lm", help="train one byte-level language model on real text, with checkpoints; evaluate; sample",
                      description="A next-byte model on real text (default: Python's documentation): train at one length, "
@@ -185,8 +202,10 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--factor", type=_positive_int, default=16, help="evaluate to this multiple of the training length (default 16)")
   p.add_argument("--windows", type=_positive_int, default=8, help="held-out windows for the loss by position (default 8)")
   p.add_argument("--samples", type=_positive_int, default=8, help="pass key samples per length and depth (default 8)")
-  p.add_argument("--out", type=Path, default=Path("runs/lm"), help="results and plots go here (default runs/lm)")
+  p.add_argument("--out", type=Path, default=Path("runs/lm"),
+                 help="results, plots, sweep.json (the finished cells) and each cell's checkpoint go here (default runs/lm)")
   p.add_argument("--no-progress", action="store_true", help="no progress bars")
+  _runner_args(p)
 
   p = sub.add_parser("fading", help="the paper's Figure 1: attention fading, computed with compute()",
                      description="Largest attention weight against n for softmax and SSMax (arXiv:2501.19399 Figure 1).")
@@ -243,10 +262,10 @@ def cmd_lm(args) -> int:
 
 
 def cmd_lm_compare(args) -> int:
-  compare(model_config(args, "softmax"), train_config(args, 0), task=TextTask(data=args.data, passkey_rate=args.passkey_rate),
-          attentions=args.attentions, positionals=args.positionals, seeds=args.seeds, factor=args.factor, windows=args.windows,
-          samples=args.samples, out=args.out, progress=not args.no_progress)
-  return 0
+  results = compare(model_config(args, "softmax"), train_config(args, 0), task=TextTask(data=args.data, passkey_rate=args.passkey_rate),
+                    attentions=args.attentions, positionals=args.positionals, seeds=args.seeds, factor=args.factor, windows=args.windows,
+                    samples=args.samples, out=args.out, progress=not args.no_progress, **_runner(args))
+  return 1 if "failed" in results else 0
 
 
 def run_training(args, new_trainer) -> Trainer | None:
@@ -298,9 +317,10 @@ def cmd_eval(args) -> int:
 
 
 def cmd_demo(args) -> int:
-  run_demo(model_config(args, "ssmax"), train_config(args, 0), task=args.task, seeds=args.seeds, lengths=args.lengths,
-           samples=args.samples, positionals=args.positionals, finetune_steps=args.finetune, out=args.out, progress=not args.no_progress)
-  return 0
+  results = run_demo(model_config(args, "ssmax"), train_config(args, 0), task=args.task, seeds=args.seeds, lengths=args.lengths,
+                     samples=args.samples, positionals=args.positionals, finetune_steps=args.finetune, out=args.out,
+                     progress=not args.no_progress, **_runner(args))
+  return 1 if "failed" in results else 0
 
 
 def cmd_fading(args) -> int:

@@ -10,18 +10,19 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
 from tinygrad import Device
 from tinygrad.nn.state import get_state_dict
-from tqdm.auto import tqdm
 
 from ssmax_tiny import report
 from ssmax_tiny.model import POSITIONALS, SSMaxConfig
+from ssmax_tiny.sweep import failure_report, run_sweep
 from ssmax_tiny.tasks import make_task
-from ssmax_tiny.train import TrainConfig, Trainer, build_token_model, evaluate
+from ssmax_tiny.train import TrainConfig, Trainer, build_token_model, evaluate, task_from_dict
 
 
 def ssmax_label(model: SSMaxConfig) -> str:
@@ -44,41 +45,56 @@ def finetune(softmax_trainer: Trainer, steps: int, seed: int, progress: bool) ->
   return trainer
 
 
-def run_demo(model: SSMaxConfig, train: TrainConfig, *, task: str = "needle", seeds=(0, 1, 2), lengths=(64, 128, 256, 512, 1024),
-             samples: int = 96, positionals=("none", "rope"), finetune_steps: int = 0, out: Path = Path("runs/demo"),
-             progress: bool = True) -> dict:
-  """Train and evaluate the grid; print the table, verdicts and learned s; write results.json, results.md and plots.
-  `model` and `train` are templates: each run replaces attention, positional and seed."""
-  t_start = time.perf_counter()
-  seeds, lengths = list(seeds), list(lengths)
+def demo_cells(model: SSMaxConfig, train: TrainConfig, *, task: str = "needle", seeds=(0, 1, 2), lengths=(64, 128, 256, 512, 1024),
+               samples: int = 96, positionals=("none", "rope"), finetune_steps: int = 0) -> list[dict]:
+  """The grid: positional x seed x (softmax, SSMax[, softmax -> SSMax fine-tuned]), each cell described in full (sweep.py).
+  `model` and `train` are templates: each cell replaces attention, positional and seed."""
   for p in positionals:
     if p not in POSITIONALS: raise ValueError(f"positionals entry {p!r} is not one of {', '.join(map(repr, POSITIONALS))}")
   the_task = make_task(task)
   if min(lengths) < the_task.min_length: raise ValueError(f"lengths {min(lengths)} is below the task's minimum {the_task.min_length}")
-  label = ssmax_label(model)
-  models = [("softmax", "softmax"), ("ssmax", label)] + ([("finetune", f"softmax -> ssmax (+{finetune_steps} steps)")] if finetune_steps else [])
+  attentions = ["softmax", "ssmax"] + (["finetune"] if finetune_steps else [])
+  return [dict(kind="demo", model=asdict(replace(model, attention="softmax" if a == "finetune" else a, positional=p)),
+               train=asdict(replace(train, seed=seed)), task=the_task.to_dict(), lengths=[int(x) for x in lengths], samples=samples,
+               finetune_steps=finetune_steps if a == "finetune" else 0)
+          for p in positionals for seed in seeds for a in attentions]
+
+
+def run_cell(cell: dict, progress: bool = False) -> tuple[list[dict], Trainer]:
+  """One cell of the grid from its description (the experiment that sweep.run_sweep runs): train, fine-tune if asked (the cell trains
+  its own softmax model first: a cell depends on nothing but its description), evaluate."""
+  task, config, train = task_from_dict(cell["task"]), SSMaxConfig.from_options(**cell["model"]), TrainConfig.from_dict(cell["train"])
+  name = ssmax_label(config) if config.attention == "ssmax" else config.attention
+  trainer = Trainer(build_token_model(task, config, train.seed), task, train)
+  trainer.train(progress=progress, desc=f"{name} s{train.seed}")
+  if cell["finetune_steps"]:
+    trainer = finetune(trainer, cell["finetune_steps"], train.seed, progress)
+    name = f"softmax -> ssmax (+{cell['finetune_steps']} steps)"
+  acc = evaluate(trainer.model, task, cell["lengths"], num_samples=cell["samples"])
+  tail = trainer.losses[-20:]
+  return [dict(positional=config.positional, seed=train.seed, model=name, accuracy={str(k): v for k, v in acc.items()},
+               final_loss=sum(tail) / len(tail), learned_s=trainer.model.transformer.learned_s())], trainer
+
+
+def run_demo(model: SSMaxConfig, train: TrainConfig, *, task: str = "needle", seeds=(0, 1, 2), lengths=(64, 128, 256, 512, 1024),
+             samples: int = 96, positionals=("none", "rope"), finetune_steps: int = 0, out: Path = Path("runs/demo"),
+             progress: bool = True, jobs: int = 1, ray: str | None = None, cpus: float = 1, gpus: float = 0) -> dict:
+  """Build the grid, run its cells (sweep.run_sweep: in this process, `jobs` processes or Ray; finished cells in
+  out/sweep.json are not run again), gather; print the table, verdicts and learned s; write results.json, results.md and
+  plots. Returns the results, or {"failed": ...} when a cell failed (the others are kept for the next run)."""
+  t_start = time.perf_counter()
+  seeds, lengths = list(seeds), list(lengths)
+  cells = demo_cells(model, train, task=task, seeds=seeds, lengths=lengths, samples=samples, positionals=positionals,
+                     finetune_steps=finetune_steps)
+  the_task = make_task(task)
+  runner = f"Ray ({ray})" if ray is not None else f"{jobs} processes" if jobs > 1 else "this process"
   print(f"device: {Device.DEFAULT}  task: {the_task.name} ({the_task.num_pairs} pair(s), vocab {the_task.vocab_size})  "
-        f"train length: {train.train_length}  steps: {train.steps}  seeds: {seeds}  lengths: {lengths}")
-  runs = []
-  bar = tqdm(total=len(positionals) * len(seeds) * len(models), desc="demo runs", disable=not progress, dynamic_ncols=True)
-  for positional in positionals:
-    for seed in seeds:
-      softmax_trainer = None
-      for attention, name in models:
-        bar.set_postfix_str(f"{positional} seed {seed} {name}")
-        if attention == "finetune":
-          trainer = finetune(softmax_trainer, finetune_steps, seed, progress)
-        else:
-          config = replace(model, attention=attention, positional=positional)
-          trainer = Trainer(build_token_model(the_task, config, seed), the_task, replace(train, seed=seed))
-          trainer.train(progress=progress, desc=f"{name} s{seed}")
-          if attention == "softmax": softmax_trainer = trainer
-        acc = evaluate(trainer.model, the_task, lengths, num_samples=samples)
-        tail = trainer.losses[-20:]
-        runs.append(dict(positional=positional, seed=seed, model=name, accuracy={str(k): v for k, v in acc.items()},
-                         final_loss=sum(tail) / len(tail), learned_s=trainer.model.transformer.learned_s()))
-        bar.update(1)
-  bar.close()
+        f"train length: {train.train_length}  steps: {train.steps}  seeds: {seeds}  lengths: {lengths}  cells: {len(cells)} in {runner}")
+  sweep = run_sweep(run_cell, cells, out, jobs=jobs, ray=ray, cpus=cpus, gpus=gpus, progress=progress)
+  if sweep["failed"]:
+    print(failure_report(cells, sweep, out), file=sys.stderr)
+    return dict(failed=sweep["failed"])
+  runs = [dict(run, device=r["device"], seconds=r["seconds"], peak_rss_mib=r["peak_rss_mib"]) for r in sweep["results"] for run in r["runs"]]
   summary = report.summarize(runs, lengths)
   table = report.table(summary, lengths)
   verdicts = report.verdicts(summary, lengths, train.train_length)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -24,6 +25,7 @@ from tinygrad.nn.state import get_parameters
 from tqdm.auto import tqdm
 
 from ssmax_tiny.model import LanguageModel, SSMaxConfig, with_options
+from ssmax_tiny.sweep import failure_report, run_sweep
 from ssmax_tiny.tasks import batch_rng
 from ssmax_tiny.text import DIGITS, TextTask, passkey
 from ssmax_tiny.train import TrainConfig, Trainer
@@ -126,33 +128,55 @@ def evaluate_lm(model: LanguageModel, task: TextTask, L: int, *, factor: int = 1
               passkey_by_length=grid.mean(1).tolist(), attention_on_key=attention_on_key(model, task, lengths, 2))
 
 
-def compare(model: SSMaxConfig, train: TrainConfig, *, task: TextTask, attentions=LM_ATTENTIONS, positionals=("rope", "none"),
-            seeds=(0, 1, 2), factor: int = 16, windows: int = 8, samples: int = 8, out: Path = Path("runs/lm"),
-            progress: bool = True) -> dict:
-  """Train every (positional, attention, seed) with the same data order, initial weights (by seed) and budget; evaluate
-  each; write results.json as runs finish, then results.md and the plots. Returns the results."""
-  from ssmax_tiny import report
-  out.mkdir(parents=True, exist_ok=True)
+def lm_cells(model: SSMaxConfig, train: TrainConfig, *, task: TextTask, attentions=LM_ATTENTIONS, positionals=("rope", "none"),
+             seeds=(0, 1, 2), factor: int = 16, windows: int = 8, samples: int = 8) -> list[dict]:
+  """The grid: positional x attention x seed, each cell described in full (sweep.py); the same data order, initial weights
+  (by seed) and budget in every cell."""
   L = train.train_length
   task.check_length(L)
+  data = None if task.data is None else str(Path(task.data).absolute())  # a cell may run in another working directory
+  return [dict(kind="lm", model=asdict(lm_config(model, a, p, L)), train=asdict(replace(train, seed=seed)),
+               task=replace(task, data=data).to_dict(), eval=dict(factor=factor, windows=windows, samples=samples))
+          for p in positionals for a in attentions for seed in seeds]
+
+
+def run_cell(cell: dict, progress: bool = False) -> tuple[list[dict], Trainer]:
+  """One cell from its description (the experiment that sweep.run_sweep runs): train, then evaluate the model, and a softmax model
+  also with Qwen's log-n scaling at inference (the same weights)."""
+  task, config, train = TextTask(**cell["task"]), SSMaxConfig.from_options(**cell["model"]), TrainConfig.from_dict(cell["train"])
+  trainer = Trainer(build_lm(config, train.seed), task, train)
+  t = time.perf_counter()
+  trainer.train(progress=progress, desc=f"{config.positional} {config.attention} seed {train.seed}")
+  train_s = time.perf_counter() - t
+  variants = [(config.attention, trainer.model)]
+  if config.attention == "softmax": variants.append(("softmax + qwen_logn", with_options(trainer.model, attention="qwen_logn")))
+  return [dict(positional=config.positional, attention=label, seed=train.seed, train_seconds=round(train_s, 1), final_loss=trainer.losses[-1],
+               learned_s=m.transformer.learned_s(), **evaluate_lm(m, task, train.train_length, **cell["eval"])) for label, m in variants], trainer
+
+
+def compare(model: SSMaxConfig, train: TrainConfig, *, task: TextTask, attentions=LM_ATTENTIONS, positionals=("rope", "none"),
+            seeds=(0, 1, 2), factor: int = 16, windows: int = 8, samples: int = 8, out: Path = Path("runs/lm"),
+            progress: bool = True, jobs: int = 1, ray: str | None = None, cpus: float = 1, gpus: float = 0) -> dict:
+  """Build the grid, run its cells (sweep.run_sweep: in this process, `jobs` processes or Ray; finished cells in
+  out/sweep.json are not run again), gather; write results.json, results.md and the plots. Returns the results, or
+  {"failed": ...} when a cell failed (the others are kept for the next run)."""
+  from ssmax_tiny import report
+  cells = lm_cells(model, train, task=task, attentions=attentions, positionals=positionals, seeds=seeds, factor=factor,
+                   windows=windows, samples=samples)
+  L, t0 = train.train_length, time.perf_counter()
   train_bytes, held_bytes = task.sizes()
+  runner = f"Ray ({ray})" if ray is not None else f"{jobs} processes" if jobs > 1 else "this process"
   print(f"device: {Device.DEFAULT}  data: {task.source} ({train_bytes:,} bytes for training, {held_bytes:,} held out)  "
-        f"L = {L}, evaluated to {factor * L}")
-  runs, t0 = [], time.perf_counter()
-  cells = [(p, a, s) for p in positionals for a in attentions for s in seeds]
-  for p, a, seed in tqdm(cells, desc="lm runs", disable=not progress, dynamic_ncols=True):
-    config = lm_config(model, a, p, L)
-    trainer = Trainer(build_lm(config, seed), task, replace(train, seed=seed))
-    t = time.perf_counter()
-    trainer.train(progress=progress, desc=f"{p} {a} seed {seed}")
-    train_s = time.perf_counter() - t
-    variants = [(a, trainer.model)] + ([("softmax + qwen_logn", with_options(trainer.model, attention="qwen_logn"))] if a == "softmax" else [])
-    for label, m in variants:
-      runs.append(dict(positional=p, attention=label, seed=seed, train_seconds=round(train_s, 1), final_loss=trainer.losses[-1],
-                       learned_s=m.transformer.learned_s(), **evaluate_lm(m, task, L, factor=factor, windows=windows, samples=samples)))
-    results = dict(device=Device.DEFAULT, data=task.source, train_length=L, factor=factor, windows=windows, samples=samples,
-                   model=asdict(model), train=asdict(train), runs=runs, seconds=round(time.perf_counter() - t0, 1))
-    (out / "results.json").write_text(json.dumps(results))  # compact: the per-position losses are long lists
+        f"L = {L}, evaluated to {factor * L}  cells: {len(cells)} in {runner}")
+  sweep = run_sweep(run_cell, cells, out, jobs=jobs, ray=ray, cpus=cpus, gpus=gpus, progress=progress)
+  if sweep["failed"]:
+    print(failure_report(cells, sweep, out), file=sys.stderr)
+    return dict(failed=sweep["failed"])
+  runs = [dict(run, device=r["device"], seconds=r["seconds"], peak_rss_mib=r["peak_rss_mib"]) for r in sweep["results"] for run in r["runs"]]
+  results = dict(device=Device.DEFAULT, data=task.source, train_length=L, factor=factor, windows=windows, samples=samples,
+                 model=asdict(model), train=asdict(train), runs=runs, seconds=round(time.perf_counter() - t0, 1))
+  out = Path(out)
+  (out / "results.json").write_text(json.dumps(results))  # compact: the per-position losses are long lists
   md = report.lm_table(results)
   (out / "results.md").write_text(md)
   print(md)

@@ -12,7 +12,7 @@ import pytest
 from tinygrad import Context, Tensor
 from tinygrad.nn.state import get_state_dict
 
-from ssmax_tiny import checkpoint
+from ssmax_tiny import checkpoint, cli
 from ssmax_tiny.model import SSMaxConfig
 from ssmax_tiny.tasks import make_task
 from ssmax_tiny.train import TrainConfig, Trainer, build_token_model, load_token_model, load_trainer, save_checkpoint
@@ -178,27 +178,26 @@ def _cli(*args, cwd):
 SMALL = ["--hidden", "16", "--heads", "2", "--layers", "1", "--train-length", "12", "--batch-size", "8", "--no-progress"]
 
 
-def test_cli_train_eval_resume_and_demo_smoke(tmp_path):
-  out = _cli("train", "--steps", "4", "--ckpt-every", "2", "--out", str(tmp_path / "r"), *SMALL, cwd=ROOT)
+def test_cli_train_eval_resume_and_lm_smoke(tmp_path, capsys):  # the demo command: tests/test_sweep.py
+  out = _cli("train", "--steps", "4", "--ckpt-every", "2", "--out", str(tmp_path / "r"), *SMALL, cwd=ROOT)  # as a user runs it
   assert out.returncode == 0, out.stderr
   assert "checkpoint" in out.stdout and (tmp_path / "r" / "checkpoint.json").exists()
-  again = _cli("train", "--steps", "4", "--out", str(tmp_path / "r"), *SMALL, cwd=ROOT)
-  assert again.returncode != 0 and "--resume" in again.stderr
-  resumed = _cli("train", "--steps", "6", "--resume", "--out", str(tmp_path / "r"), *SMALL, cwd=ROOT)
-  assert resumed.returncode == 0 and "resumed" in resumed.stdout and "step 6" in resumed.stdout, resumed.stderr
-  ev = _cli("eval", "--checkpoint", str(tmp_path / "r"), "--lengths", "12,24", "--samples", "8", "--json", str(tmp_path / "e.json"), cwd=ROOT)
-  assert ev.returncode == 0 and "length    24" in ev.stdout, ev.stderr
+
+  def run(*args) -> tuple[int, str, str]:  # the rest in this process: its kernels are compiled once
+    try: rc = cli.main(list(args))
+    except SystemExit as e: rc = e.code
+    captured = capsys.readouterr()
+    return rc, captured.out, captured.err
+  rc, _, err = run("train", "--steps", "4", "--out", str(tmp_path / "r"), *SMALL)
+  assert rc != 0 and "--resume" in str(rc) + err
+  rc, stdout, err = run("train", "--steps", "6", "--resume", "--out", str(tmp_path / "r"), *SMALL)
+  assert rc == 0 and "resumed" in stdout and "step 6" in stdout, err
+  rc, stdout, err = run("eval", "--checkpoint", str(tmp_path / "r"), "--lengths", "12,24", "--samples", "8", "--json", str(tmp_path / "e.json"))
+  assert rc == 0 and "length    24" in stdout, err
   assert set(json.loads((tmp_path / "e.json").read_text())["accuracy"]) == {"12", "24"}
-  demo = _cli("demo", "--steps", "3", "--seeds", "0,1", "--lengths", "12,24", "--samples", "8", "--positionals", "none",
-              "--finetune", "2", "--out", str(tmp_path / "d"), *SMALL, cwd=ROOT)
-  assert demo.returncode == 0, demo.stderr
-  assert "| none | softmax |" in demo.stdout and "| none | ssmax |" in demo.stdout and "softmax -> ssmax" in demo.stdout
-  results = json.loads((tmp_path / "d" / "results.json").read_text())
-  assert len(results["runs"]) == 6 and results["lengths"] == [12, 24]
-  assert (tmp_path / "d" / "fading.json").exists()
-  lm = _cli("lm", "--steps", "2", "--batch-size", "2", "--train-length", "72", "--factor", "2", "--hidden", "16", "--heads", "2",
-            "--sample", "8", "--out", str(tmp_path / "lm"), cwd=ROOT)
-  assert lm.returncode == 0 and "degradation" in lm.stdout and "sample (temperature 0.8): The pass key is" in lm.stdout, lm.stderr
+  rc, stdout, err = run("lm", "--steps", "2", "--batch-size", "2", "--train-length", "72", "--factor", "2", "--hidden", "16", "--heads", "2",
+                        "--sample", "8", "--no-progress", "--out", str(tmp_path / "lm"))
+  assert rc == 0 and "degradation" in stdout and "sample (temperature 0.8): The pass key is" in stdout, err
   assert set(json.loads((tmp_path / "lm" / "eval.json").read_text())["buckets"]) == {"[0,36)", "[36,72)", "[72,144)"}
-  bad = _cli("eval", "--checkpoint", str(tmp_path / "nothing"), cwd=ROOT)
-  assert bad.returncode == 2 and "no checkpoint at" in bad.stderr
+  rc, _, err = run("eval", "--checkpoint", str(tmp_path / "nothing"))
+  assert rc == 2 and "no checkpoint at" in err
