@@ -42,20 +42,31 @@ def main():
     t0 = time.perf_counter()
     for _ in range(3): step(x, target).numpy()
     wall = (time.perf_counter() - t0) / 3
-    log = io.StringIO()
-    with contextlib.redirect_stdout(log), Context(DEBUG=2): step(x, target).numpy()
+    per = kernel_times(lambda: step(x, target).numpy())
+  print(f"{Device.DEFAULT} {a.mode} T={T} B={B} {a.attention}: {wall:.3f} s per step")
+  print(kernel_table(per, a.top))
+
+
+def kernel_times(run) -> dict[str, list]:
+  """Run `run` (one warm, jitted step) under tinygrad's DEBUG=2, which times every kernel; {name: [count, ms, GFLOP/s]}."""
+  log = io.StringIO()
+  with contextlib.redirect_stdout(log), Context(DEBUG=2): run()
   per = collections.defaultdict(lambda: [0, 0.0, 0])
   for line in log.getvalue().splitlines():
     if (hit := LINE.search(ANSI.sub("", line))) is None: continue
     ms = float(hit.group(2)) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[hit.group(3)]
     k = per[hit.group(1)]
     k[0] += 1; k[1] += ms; k[2] = int(hit.group(4))
+  return dict(per)
+
+
+def kernel_table(per: dict[str, list], top: int) -> str:
   total = sum(k[1] for k in per.values())
-  print(f"{Device.DEFAULT} {a.mode} T={T} B={B} {a.attention}: {wall:.3f} s per step; kernels timed one by one "
-        f"{total / 1e3:.3f} s, {sum(k[0] for k in per.values())} kernels, {len(per)} names")
-  print("| ms | share | count | GFLOP/s | kernel |\n|---|---|---|---|---|")
-  for name, (n, ms, gf) in sorted(per.items(), key=lambda kv: -kv[1][1])[:a.top]:
-    print(f"| {ms:.1f} | {100 * ms / total:.1f}% | {n} | {gf} | {name} |")
+  lines = [f"kernels timed one by one: {total / 1e3:.3f} s, {sum(k[0] for k in per.values())} kernels, {len(per)} names", "",
+           "| ms | share | count | GFLOP/s | kernel |", "|---|---|---|---|---|"]
+  for name, (n, ms, gf) in sorted(per.items(), key=lambda kv: -kv[1][1])[:top]:
+    lines.append(f"| {ms:.1f} | {100 * ms / total:.1f}% | {n} | {gf} | {name} |")
+  return "\n".join(lines)
 
 
 if __name__ == "__main__":

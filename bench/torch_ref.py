@@ -8,16 +8,27 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def rope(x, base=10000.0):
+  """Rotary embedding, GPT-NeoX's half-split layout (RoFormer eq. 34): x [B, H, T, Hd] at positions 0..T-1."""
+  T, d = x.shape[-2], x.shape[-1]
+  inv_freq = base ** (-torch.arange(0, d, 2, dtype=x.dtype, device=x.device) / d)          # (Hd/2,)
+  angle = torch.arange(T, dtype=x.dtype, device=x.device)[:, None] * inv_freq[None, :]     # (T, Hd/2)
+  cos, sin = torch.cat([angle.cos()] * 2, -1), torch.cat([angle.sin()] * 2, -1)           # (T, Hd)
+  x1, x2 = x[..., : d // 2], x[..., d // 2:]
+  return x * cos + torch.cat([-x2, x1], -1) * sin
+
+
 class Attention(nn.Module):
-  def __init__(self, h, heads, attention="ssmax"):
+  def __init__(self, h, heads, attention="ssmax", positional="none"):
     super().__init__()
-    self.heads, self.attention = heads, attention
+    self.heads, self.attention, self.positional = heads, attention, positional
     self.q, self.k, self.v, self.out = (nn.Linear(h, h) for _ in range(4))
     if attention == "ssmax": self.ssmax = nn.Module(); self.ssmax.s = nn.Parameter(torch.ones(1))
 
   def forward(self, x):
     B, T, C = x.shape
     q, k, v = (f(x).view(B, T, self.heads, C // self.heads).transpose(1, 2) for f in (self.q, self.k, self.v))  # (B, H, T, Hd)
+    if self.positional == "rope": q, k = rope(q), rope(k)
     if self.attention == "ssmax":
       n = torch.arange(1, T + 1, device=x.device, dtype=x.dtype).view(T, 1)   # causal row i sees i + 1 keys
       q = q * (self.ssmax.s * torch.log(n))                                   # SSMax folded into the query
@@ -26,10 +37,10 @@ class Attention(nn.Module):
 
 
 class Block(nn.Module):
-  def __init__(self, h, heads, dropout, attention):
+  def __init__(self, h, heads, dropout, attention, positional="none"):
     super().__init__()
     self.ln1, self.ln2 = nn.LayerNorm(h), nn.LayerNorm(h)
-    self.attn = Attention(h, heads, attention)
+    self.attn = Attention(h, heads, attention, positional)
     self.ffn = nn.Module()
     self.ffn.up, self.ffn.down = nn.Linear(h, 4 * h), nn.Linear(4 * h, h)
     self.drop = nn.Dropout(dropout)
@@ -40,19 +51,32 @@ class Block(nn.Module):
 
 
 class TorchSSMaxTransformer(nn.Module):
-  def __init__(self, embed_dim, hidden_size=256, num_heads=4, num_layers=6, dropout=0.1, attention="ssmax"):
+  def __init__(self, embed_dim, hidden_size=256, num_heads=4, num_layers=6, dropout=0.1, attention="ssmax", positional="none"):
     super().__init__()
     self.input_proj = nn.Linear(embed_dim, hidden_size) if embed_dim != hidden_size else None
-    self.blocks = nn.ModuleList(Block(hidden_size, num_heads, dropout, attention) for _ in range(num_layers))
+    self.blocks = nn.ModuleList(Block(hidden_size, num_heads, dropout, attention, positional) for _ in range(num_layers))
     self.ln_f = nn.LayerNorm(hidden_size)
     self.drop = nn.Dropout(dropout)
 
-  def forward(self, x):
+  def hidden(self, x):  # every position: [B, T, hidden]
     h = self.input_proj(x) if self.input_proj is not None else x
     for i, block in enumerate(self.blocks):
       h = block(h)
       if i < len(self.blocks) - 1: h = self.drop(h)
-    return self.ln_f(h)[:, -1, :]
+    return self.ln_f(h)
+
+  def forward(self, x): return self.hidden(x)[:, -1, :]
+
+
+class TorchLM(nn.Module):
+  """Byte-level language model: embedding -> the transformer at every position -> logits through the tied embedding."""
+
+  def __init__(self, vocab_size, hidden_size, num_heads, num_layers, attention="ssmax", positional="rope"):
+    super().__init__()
+    self.embed = nn.Embedding(vocab_size, hidden_size)
+    self.transformer = TorchSSMaxTransformer(hidden_size, hidden_size, num_heads, num_layers, 0.0, attention, positional)
+
+  def forward(self, tokens): return self.transformer.hidden(self.embed(tokens)) @ self.embed.weight.T  # [B, T, vocab]
 
 
 def load_tinygrad_state(model: nn.Module, state: dict) -> None:

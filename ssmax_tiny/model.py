@@ -39,7 +39,8 @@ from dataclasses import dataclass, fields, replace
 from typing import NamedTuple
 
 import numpy as np
-from tinygrad import Context, Tensor, TinyJit, Variable, dtypes, nn
+from tinygrad import Context, Tensor, TinyJit, UOp, Variable, dtypes, nn
+from tinygrad.function import function
 from tinygrad.helpers import TRAINING
 from tinygrad.nn.optim import AdamW, OptimizerGroup
 from tinygrad.nn.state import get_parameters, get_state_dict
@@ -191,12 +192,38 @@ def scale_invariant_logits(scores: Tensor, q_pos: Tensor, k_pos: Tensor, tau: fl
   return scores * (1 + 2 * u).sqrt() - 2 * u
 
 
-def linear(d_in: int, d_out: int, std: float = 0.02) -> nn.Linear:
-  """nn.Linear with N(0, std) weights and zero biases (GPT-2); tinygrad's default Kaiming-uniform would make the scale
-  depend on d_in."""
-  layer = nn.Linear(d_in, d_out)
-  layer.weight, layer.bias = Tensor.normal(d_out, d_in, std=std).contiguous(), Tensor.zeros(d_out).contiguous()
-  return layer
+def _matmul_t_backward(grad_y: UOp, call: UOp) -> tuple[UOp, UOp]:
+  x, w, g = Tensor(call.src[1]), Tensor(call.src[2]), Tensor(grad_y)   # call.src[1:]: the forward's inputs
+  # dW = g^T x over the N tokens. Autograd reduces it with tokens the outer axis of both operands; copied so that tokens
+  # are innermost, it is a plain matmul, and tinygrad's kernels for it ran several times faster (bench/linear_backward.py)
+  return (g @ w).uop, (g.T.contiguous() @ x.T.contiguous().T).uop     # dx (N, in), dW (out, in)
+
+
+@function(grad_fxn=_matmul_t_backward)
+def matmul_t(x: Tensor, w: Tensor) -> Tensor:
+  """x (N, in) @ w (out, in)^T, with the backward above (tinygrad.function.function, 0.14's alpha API for a hand-written
+  gradient, the mechanism of tinygrad's nn.Embedding; mixin/gradient.py call_gradient). Same values as autograd's."""
+  return x @ w.T
+
+
+class Linear:
+  """nn.Linear's parameters (weight (out, in), bias (out,), the same state-dict names), N(0, std) weights and zero biases
+  (GPT-2; tinygrad's default Kaiming-uniform would make the scale depend on d_in). Layers of at least HAND_BACKWARD_MIN
+  weights take the hand-written backward of `matmul_t`; below it its two copies cost more than they save."""
+  HAND_BACKWARD_MIN = 1 << 16
+
+  def __init__(self, d_in: int, d_out: int, std: float = 0.02):
+    nn.Linear(d_in, d_out)  # its (discarded) draws keep the random stream, and so every seed's weights, as they have been
+    self.weight, self.bias = Tensor.normal(d_out, d_in, std=std).contiguous(), Tensor.zeros(d_out).contiguous()
+
+  def __call__(self, x: Tensor) -> Tensor:
+    d_out, d_in = self.weight.shape
+    if d_in * d_out < self.HAND_BACKWARD_MIN or not isinstance(x.device, str):  # small, or sharded: autograd
+      return x.linear(self.weight.transpose(), self.bias)
+    return matmul_t(x.reshape(-1, d_in), self.weight).reshape(*x.shape[:-1], d_out) + self.bias  # (..., in) -> (N, in) -> (..., out)
+
+
+def linear(d_in: int, d_out: int, std: float = 0.02) -> Linear: return Linear(d_in, d_out, std)
 
 
 def rope(x: Tensor, positions: Tensor, base: float = 10000.0, fraction: float = 1.0) -> Tensor:

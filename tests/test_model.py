@@ -226,3 +226,20 @@ def test_attend_combines_a_mask_with_causal():
   want = ref.softmax(q @ k.swapaxes(-1, -2) / 2.0, mask & np.tril(np.ones((6, 6), bool))) @ v
   got = st.attend(*[Tensor(a.astype(np.float32)) for a in (q, k, v)], Tensor(mask), causal=True)
   np.testing.assert_allclose(got.numpy(), want, atol=TOL)
+
+
+@pytest.mark.parametrize("d_in,d_out", [(16, 32), (256, 256)])  # below and at Linear.HAND_BACKWARD_MIN: autograd, hand-written
+def test_linear_and_its_gradients_match_float64(d_in, d_out):
+  from ssmax_tiny.model import Linear
+  assert (d_in * d_out >= Linear.HAND_BACKWARD_MIN) == (d_out == 256)
+  layer = Linear(d_in, d_out, std=0.1)
+  layer.bias.assign(Tensor.randn(d_out)).realize()
+  x, dy = Tensor.randn(2, 5, d_in).realize(), Tensor.randn(2, 5, d_out).realize()
+  y = layer(x)
+  gx, gw, gb = (y * dy).sum().gradient(x, layer.weight, layer.bias)
+  X, W, b, DY = (t.numpy().astype(np.float64) for t in (x, layer.weight, layer.bias, dy))
+  expected = {"y": X @ W.T + b, "dx": DY @ W, "dW": DY.reshape(-1, d_out).T @ X.reshape(-1, d_in), "db": DY.sum((0, 1))}
+  for name, got in zip(expected, (y, gx, gw, gb)):
+    want = expected[name]
+    assert got.shape == want.shape, name
+    np.testing.assert_allclose(got.numpy(), want, rtol=1e-5, atol=1e-5 * np.abs(want).max(), err_msg=name)

@@ -1,0 +1,196 @@
+"""The language model's training step, `make lm`'s configuration, in tokens per second: tinygrad against PyTorch.
+
+  python bench/lm_step.py [--devices CL,CPU] [--repeats 10] [--beam 0,2] [--no-compile]
+
+The model and budget are `make lm`'s (ssmax_tiny/cli.py LM_TRAIN and lm.lm_config): byte-level, hidden 64, 4 heads,
+2 layers, RoPE, tied head, L = 128, 16 sequences a step, AdamW with the paper's recipe and global-norm clipping. For
+each tinygrad device present, in a process of its own (DEV=...), and each BEAM setting (0: tinygrad's heuristics;
+N: JITBEAM=N, kernels searched once and cached by tinygrad): the step as `make lm` runs it (train.Trainer: the batch
+from numpy, one TinyJit step, the loss read back), SSMax and softmax, median over --repeats steps after warm-up;
+kernels per step; and the share of the step by kernel (bench/profile_step.py's DEBUG=2 replay). Then, when PyTorch is
+installed, the same model with the same weights (logits checked to 1e-4 first), trained eager and under torch.compile
+with the same optimizer. Writes bench/lm_step.json and bench/lm_step.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).parent
+ATTENTIONS = ("softmax", "ssmax")
+
+
+def config_and_train():
+  from ssmax_tiny.cli import LM_TRAIN
+  from ssmax_tiny.lm import lm_config
+  from ssmax_tiny.model import SSMaxConfig
+  template = SSMaxConfig(embed_dim=64, hidden_size=64, num_heads=4, num_layers=2, dropout=0.0, window_size=LM_TRAIN.train_length)
+  return template, lm_config, LM_TRAIN
+
+
+def worker(args) -> dict:
+  import numpy as np
+  from profile_step import kernel_table, kernel_times
+  from tinygrad import Context, Device, GlobalCounters, Tensor
+  from tinygrad.nn.state import get_state_dict
+
+  from ssmax_tiny.lm import build_lm
+  from ssmax_tiny.text import TextTask
+  from ssmax_tiny.train import Trainer
+  template, lm_config, train = config_and_train()
+  task, out = TextTask(), dict(device=Device.DEFAULT, beam=int(os.environ.get("JITBEAM", "0")), rows=[])
+  for attention in ATTENTIONS:
+    trainer = Trainer(build_lm(lm_config(template, attention, "rope", train.train_length), 0), task, train)
+    if attention == "ssmax" and args.state_out:  # the weights and one batch's logits, for PyTorch's parity check
+      tokens = Tensor(task.heldout(np.random.default_rng(0), 2, train.train_length))
+      np.savez(args.state_out, tokens=tokens.numpy(), logits=trainer.model(tokens).numpy(),
+               **{k: v.numpy() for k, v in get_state_dict(trainer.model).items()})
+    t0 = time.perf_counter()
+    for _ in range(3): trainer.train_step()  # capture and warm-up (JITBEAM searches here, once per kernel)
+    warmup_s = time.perf_counter() - t0
+    times = []
+    for _ in range(args.repeats):
+      t = time.perf_counter(); trainer.train_step(); times.append(time.perf_counter() - t)
+    GlobalCounters.reset()
+    trainer.train_step()
+    kernels = GlobalCounters.kernel_count
+    step_s = statistics.median(times)
+    row = dict(attention=attention, step_s=step_s, tokens_per_s=train.batch_size * train.train_length / step_s, kernels=kernels,
+               warmup_s=warmup_s)
+    if attention == "ssmax":
+      tokens, targets = trainer.next_batch()
+      with Context(TRAINING=1), trainer.rng:
+        per = kernel_times(lambda: trainer._jit(tokens, targets)[0].item())
+      row["profile"] = kernel_table(per, args.top)
+    out["rows"].append(row)
+    print(json.dumps({k: v for k, v in row.items() if k != "profile"}), file=sys.stderr, flush=True)
+  return out
+
+
+def torch_side(args, state_file: Path) -> dict:
+  try:
+    import torch
+    import torch.nn.functional as F
+  except ImportError:
+    return dict(skipped="PyTorch is not installed: pip install -e '.[torch]' (the CPU build: pip install torch==2.13.0)")
+  import numpy as np
+  from torch_ref import TorchLM, load_tinygrad_state
+  template, _, train = config_and_train()
+  saved = dict(np.load(state_file))
+  tokens0, logits0 = saved.pop("tokens"), saved.pop("logits")
+  out = dict(version=torch.__version__, threads=torch.get_num_threads(), rows=[])
+  B, L, V = train.batch_size, train.train_length, 256
+  for attention in ATTENTIONS:
+    torch.manual_seed(0)
+    model = TorchLM(V, template.hidden_size, template.num_heads, template.num_layers, attention=attention, positional="rope")
+    if attention == "ssmax":
+      load_tinygrad_state(model, saved)
+      with torch.no_grad(): out["parity_max_abs_diff"] = float(np.abs(model(torch.from_numpy(tokens0).long()).numpy() - logits0).max())
+      out["parity_ok"] = out["parity_max_abs_diff"] < 1e-4
+    params = list(model.parameters())
+    groups = [dict(params=[p for p in params if p.dim() >= 2], weight_decay=train.weight_decay),
+              dict(params=[p for p in params if p.dim() < 2], weight_decay=0.0)]
+    x, y = torch.randint(0, V, (B, L)), torch.randint(0, V, (B, L))
+    for mode in ("eager", "compile") if args.compile else ("eager",):
+      opt = torch.optim.AdamW(groups, lr=train.lr, betas=train.betas)
+      forward = torch.compile(model) if mode == "compile" else model
+
+      def step():
+        opt.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(forward(x).reshape(-1, V), y.reshape(-1))
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, train.clip)
+        opt.step()
+        return loss.item()
+      try:
+        t0 = time.perf_counter()
+        for _ in range(3): step()
+        warmup_s = time.perf_counter() - t0
+        times = []
+        for _ in range(args.repeats):
+          t = time.perf_counter(); step(); times.append(time.perf_counter() - t)
+        s = statistics.median(times)
+        out["rows"].append(dict(attention=attention, mode=mode, step_s=s, tokens_per_s=B * L / s, warmup_s=warmup_s))
+      except Exception as e:  # torch.compile needs a working C++ toolchain; report, do not fail
+        out["rows"].append(dict(attention=attention, mode=mode, error=f"{type(e).__name__}: {str(e)[:200]}"))
+      print(json.dumps({"torch": out["rows"][-1]}), file=sys.stderr, flush=True)
+  return out
+
+
+def report(results: dict) -> str:
+  _, _, train = config_and_train()
+  t = results["torch"]
+  trow = {(r["attention"], r["mode"]): r for r in t.get("rows", []) if "step_s" in r}
+  lines = [f"`make lm`'s training step (byte-level, hidden 64, 4 heads, 2 layers, RoPE, tied head, L = {train.train_length}, "
+           f"B = {train.batch_size}: {train.batch_size * train.train_length} tokens a step); {results['machine']}; median of "
+           f"{results['repeats']} steps after warm-up.", ""]
+  if "parity_max_abs_diff" in t:
+    lines.append(f"PyTorch {t['version']} ({t['threads']} threads): logits parity {t['parity_max_abs_diff']:.1e} max abs difference "
+                 f"({'ok' if t['parity_ok'] else 'FAILED'}, bound 1e-4).")
+  else: lines.append(f"PyTorch: {t.get('skipped', 'not run')}")
+  lines += ["", "| runs on | attention | step ms | tokens/s | kernels | vs PyTorch eager (time) | vs torch.compile (time) | warm-up s |",
+            "|---|---|---:|---:|---:|---:|---:|---:|"]
+  for dev in results["tinygrad"]:
+    for r in dev["rows"]:
+      e, c = trow.get((r["attention"], "eager")), trow.get((r["attention"], "compile"))
+      lines.append(f"| tinygrad {dev['device']}{', JITBEAM=' + str(dev['beam']) if dev['beam'] else ' (heuristics)'} | {r['attention']} | "
+                   f"{1e3 * r['step_s']:.1f} | {r['tokens_per_s']:,.0f} | {r['kernels']} | "
+                   f"{'x%.2f' % (r['step_s'] / e['step_s']) if e else '-'} | {'x%.2f' % (r['step_s'] / c['step_s']) if c else '-'} | "
+                   f"{r['warmup_s']:.0f} |")
+  for (att, mode), r in trow.items():
+    lines.append(f"| PyTorch {mode} | {att} | {1e3 * r['step_s']:.1f} | {r['tokens_per_s']:,.0f} | - | - | - | {r['warmup_s']:.0f} |")
+  for r in t.get("rows", []):
+    if "error" in r: lines.append(f"\nPyTorch {r['mode']} ({r['attention']}) failed: {r['error']}")
+  for dev in results["tinygrad"]:
+    ssmax = {r["attention"]: r for r in dev["rows"]}
+    lines += ["", f"tinygrad {dev['device']}{', JITBEAM=' + str(dev['beam']) if dev['beam'] else ''}: SSMax over softmax "
+              f"x{ssmax['ssmax']['step_s'] / ssmax['softmax']['step_s']:.3f} in time, {ssmax['ssmax']['kernels'] - ssmax['softmax']['kernels']:+d} "
+              f"kernels per step. Where the SSMax step's time goes (DEBUG=2, kernels one at a time):", "", ssmax["ssmax"]["profile"]]
+  return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--devices", default=None, help="tinygrad devices, comma-separated (default: each present of CPU, CL, METAL, CUDA, NV, AMD)")
+  p.add_argument("--beam", default="0", help="JITBEAM settings to run, comma-separated (default 0: heuristics only; e.g. 0,2)")
+  p.add_argument("--repeats", type=int, default=10, help="timed steps after warm-up (default 10)")
+  p.add_argument("--top", type=int, default=12, help="kernels in the profile table (default 12)")
+  p.add_argument("--no-compile", dest="compile", action="store_false", help="skip torch.compile")
+  p.add_argument("--out", type=Path, default=HERE / "lm_step", help="json and md go under this stem (default bench/lm_step)")
+  p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+  p.add_argument("--state-out", default=None, help=argparse.SUPPRESS)
+  args = p.parse_args()
+  sys.path.insert(0, str(HERE))
+  if args.worker:
+    print(json.dumps(worker(args)))
+    return 0
+  from bench import tinygrad_devices
+  state_file = Path(os.environ.get("TMPDIR", "/tmp")) / f"ssmax_tiny_lm_step_{os.getpid()}.npz"
+  results = dict(machine=f"{os.cpu_count()} CPU cores, {sys.platform}", repeats=args.repeats, tinygrad=[])
+  for dev in tinygrad_devices(args.devices.split(",") if args.devices else None):
+    for beam in [int(b) for b in args.beam.split(",")]:
+      print(f"tinygrad {dev} JITBEAM={beam} ...", file=sys.stderr, flush=True)
+      cmd = [sys.executable, __file__, "--worker", "--repeats", str(args.repeats), "--top", str(args.top)]
+      if not state_file.exists(): cmd += ["--state-out", str(state_file)]
+      env = {k: v for k, v in os.environ.items() if k != "JITBEAM"} | {"DEV": dev} | ({"JITBEAM": str(beam)} if beam else {})
+      proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, text=True)
+      if proc.returncode != 0:
+        print(f"tinygrad {dev} failed (exit {proc.returncode})", file=sys.stderr); continue
+      results["tinygrad"].append(json.loads(proc.stdout.strip().splitlines()[-1]))
+  results["torch"] = torch_side(args, state_file) if state_file.exists() else dict(skipped="no tinygrad device ran")
+  state_file.unlink(missing_ok=True)
+  Path(f"{args.out}.json").write_text(json.dumps(results, indent=1))
+  md = report(results)
+  Path(f"{args.out}.md").write_text(md)
+  print(md)
+  return 1 if results["torch"].get("parity_ok") is False else 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
