@@ -36,9 +36,10 @@ demo: $(STAMP)  ## SSMax against softmax on long-context retrieval (under 10 min
 lm: $(STAMP)  ## the language-model comparison on real text, softmax / SSMax / scale-invariant x RoPE / none x 3 seeds (about 20 minutes on 2 cores) -> runs/lm
 	$(PY) -m ssmax_tiny lm-compare $(ARGS)
 
-bench: $(STAMP)  ## side by side: tinygrad on each device present, numpy sgemm, PyTorch (installed here) -> bench/results.{json,md}
+bench: $(STAMP)  ## side by side: tinygrad on each device present, numpy sgemm, PyTorch (installed here) -> bench/results.{json,md}, then make lm's training step -> bench/lm_step.{json,md}
 	$(PY) -m pip install -q -e '.[torch]'
 	$(PY) bench/bench.py $(ARGS)
+	$(PY) bench/lm_step.py
 
 tune: $(STAMP)  ## BEAM-search the default configuration's kernels once (cached by tinygrad), then compare -> bench/tuned.{json,md}
 	$(PY) -m pip install -q -e '.[torch]'

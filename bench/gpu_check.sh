@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the test suite and the benchmark on whatever tinygrad GPU device is present, so a user with a GPU reproduces
 # our figures with one command:  bash bench/gpu_check.sh   (or DEV=METAL bash bench/gpu_check.sh to choose)
-# Writes bench/gpu_results.json and bench/gpu_results.md.
+# Writes bench/gpu_results.{json,md}, bench/gpu_lm_step.{json,md} and bench/linear_backward_<device>.{json,md}.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 make setup >/dev/null
@@ -16,3 +16,5 @@ export DEV
 echo "gpu_check: tinygrad device $DEV"
 $PY -m pytest -q tests/test_compute.py tests/test_model.py tests/test_numerics.py tests/test_train.py
 $PY bench/bench.py --devices "$DEV" --out bench/gpu_results "$@"
+$PY bench/lm_step.py --devices "$DEV" --out bench/gpu_lm_step
+$PY bench/linear_backward.py

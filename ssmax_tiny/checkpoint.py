@@ -55,7 +55,8 @@ def _file_mode() -> int:
   return 0o666 & ~umask
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
+def atomic_write_text(path: Path, text: str) -> None:
+  """Write text to path whole or not at all: a temporary file beside it, fsync, rename (also sweep.json's writer)."""
   fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
   try:
     with os.fdopen(fd, "w") as f:
@@ -89,7 +90,7 @@ def save(path: str | os.PathLike, tensors: dict[str, Tensor], meta: dict) -> Pat
     weights = f"{stem}-{int(meta.get('step', 0)):07d}-{digest[:12]}.safetensors"
     os.replace(tmp, jp.parent / weights)
     record = dict(format=FORMAT, weights=weights, size=(jp.parent / weights).stat().st_size, sha256=digest, **meta)
-    _atomic_write_text(jp, json.dumps(record, indent=1))             # the commit point
+    atomic_write_text(jp, json.dumps(record, indent=1))             # the commit point
   except OSError as e:
     tmp.unlink(missing_ok=True)
     raise CheckpointError(f"could not write checkpoint {str(jp)!r}: {e.strerror or e}; the previous checkpoint is untouched") from e

@@ -29,7 +29,6 @@ import resource
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import traceback
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
@@ -37,6 +36,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from ssmax_tiny.checkpoint import atomic_write_text
 from ssmax_tiny.checks import check_int, check_number
 
 STATE = "sweep.json"
@@ -72,19 +72,6 @@ def _import(name: str):
   return getattr(importlib.import_module(module), function)
 
 
-def _atomic_write(path: Path, text: str) -> None:
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-  try:
-    with os.fdopen(fd, "w") as f:
-      f.write(text)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  except BaseException:
-    Path(tmp).unlink(missing_ok=True)
-    raise
-
-
 def load_state(out: str | os.PathLike) -> dict[str, dict]:
   """The finished cells that out/sweep.json holds, by key: {"cell": ..., "result": ...}."""
   path = Path(out) / STATE
@@ -118,12 +105,15 @@ def _in_subprocess(experiment, k: str, cell: dict, out: Path) -> tuple[dict | No
 
 
 def _pool(experiment, todo: dict[str, dict], out: Path, jobs: int):
-  with ThreadPoolExecutor(max_workers=jobs) as pool:  # threads only wait: each cell runs in its own process
+  pool = ThreadPoolExecutor(max_workers=jobs)  # threads only wait: each cell runs in its own process
+  try:
     running = {pool.submit(_in_subprocess, experiment, k, cell, out): k for k, cell in todo.items()}
     while running:
       finished, _ = wait(running, return_when=FIRST_COMPLETED)
       for f in finished:
         yield (running.pop(f), *f.result())
+  finally:
+    pool.shutdown(cancel_futures=True)  # interrupted: start no queued cell (the running ones got the same Ctrl-C)
 
 
 def _ray_cell(experiment, cell: dict, out: str) -> dict:
@@ -187,7 +177,7 @@ def run_sweep(experiment, cells: list[dict], out: str | os.PathLike, *, jobs: in
     ran.append(k)
     if error is None:
       state[k] = dict(cell=todo[k], result=result)
-      _atomic_write(out / STATE, json.dumps(dict(cells=state)))
+      atomic_write_text(out / STATE, json.dumps(dict(cells=state)))
       bar.set_postfix_str(f"last: {result['seconds']:.0f} s on {result['device']}")
     else:
       failed[k] = error
@@ -217,7 +207,7 @@ def main(argv: list[str]) -> int:
   """A pool's child: python -m ssmax_tiny.sweep MODULE:FUNCTION CELL.json OUT RESULT.json."""
   experiment, cell_path, out, result_path = argv
   result = run_cell(_import(experiment), json.loads(Path(cell_path).read_text()), out)
-  _atomic_write(Path(result_path), json.dumps(result))
+  atomic_write_text(Path(result_path), json.dumps(result))
   return 0
 
 

@@ -199,5 +199,11 @@ def test_cli_train_eval_resume_and_lm_smoke(tmp_path, capsys):  # the demo comma
                         "--sample", "8", "--no-progress", "--out", str(tmp_path / "lm"))
   assert rc == 0 and "degradation" in stdout and "sample (temperature 0.8): The pass key is" in stdout, err
   assert set(json.loads((tmp_path / "lm" / "eval.json").read_text())["buckets"]) == {"[0,36)", "[36,72)", "[72,144)"}
+  rc, stdout, err = run("lm-compare", "--attentions", "ssmax", "--positionals", "none", "--seeds", "0", "--steps", "2", "--batch-size", "2",
+                        "--train-length", "72", "--factor", "2", "--windows", "2", "--samples", "1", "--hidden", "16", "--heads", "2",
+                        "--no-progress", "--out", str(tmp_path / "cmp"))
+  assert rc == 0 and "| none | ssmax |" in stdout, err
+  runs = json.loads((tmp_path / "cmp" / "results.json").read_text())["runs"]
+  assert [(r["attention"], r["seed"]) for r in runs] == [("ssmax", 0)] and (tmp_path / "cmp" / "sweep.json").exists()
   rc, _, err = run("eval", "--checkpoint", str(tmp_path / "nothing"))
   assert rc == 2 and "no checkpoint at" in err
