@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -20,7 +19,7 @@ from tinygrad.nn.state import get_state_dict
 
 from ssmax_tiny import report
 from ssmax_tiny.model import POSITIONALS, SSMaxConfig
-from ssmax_tiny.sweep import failure_report, run_sweep
+from ssmax_tiny.sweep import run_grid, runner_name
 from ssmax_tiny.tasks import make_task
 from ssmax_tiny.train import TrainConfig, Trainer, build_token_model, evaluate, task_from_dict
 
@@ -87,14 +86,11 @@ def run_demo(model: SSMaxConfig, train: TrainConfig, *, task: str = "needle", se
   cells = demo_cells(model, train, task=task, seeds=seeds, lengths=lengths, samples=samples, positionals=positionals,
                      finetune_steps=finetune_steps)
   the_task = make_task(task)
-  runner = f"Ray ({ray})" if ray is not None else f"{jobs} processes" if jobs > 1 else "this process"
   print(f"device: {Device.DEFAULT}  task: {the_task.name} ({the_task.num_pairs} pair(s), vocab {the_task.vocab_size})  "
-        f"train length: {train.train_length}  steps: {train.steps}  seeds: {seeds}  lengths: {lengths}  cells: {len(cells)} in {runner}")
-  sweep = run_sweep(run_cell, cells, out, jobs=jobs, ray=ray, cpus=cpus, gpus=gpus, progress=progress)
-  if sweep["failed"]:
-    print(failure_report(cells, sweep, out), file=sys.stderr)
-    return dict(failed=sweep["failed"])
-  runs = [dict(run, device=r["device"], seconds=r["seconds"], peak_rss_mib=r["peak_rss_mib"]) for r in sweep["results"] for run in r["runs"]]
+        f"train length: {train.train_length}  steps: {train.steps}  seeds: {seeds}  lengths: {lengths}  "
+        f"cells: {len(cells)} in {runner_name(jobs, ray)}")
+  runs, failed = run_grid(run_cell, cells, out, jobs=jobs, ray=ray, cpus=cpus, gpus=gpus, progress=progress)
+  if failed: return dict(failed=failed)
   summary = report.summarize(runs, lengths)
   table = report.table(summary, lengths)
   verdicts = report.verdicts(summary, lengths, train.train_length)

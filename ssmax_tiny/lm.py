@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -25,7 +24,7 @@ from tinygrad.nn.state import get_parameters
 from tqdm.auto import tqdm
 
 from ssmax_tiny.model import LanguageModel, SSMaxConfig, with_options
-from ssmax_tiny.sweep import failure_report, run_sweep
+from ssmax_tiny.sweep import run_grid, runner_name
 from ssmax_tiny.tasks import batch_rng
 from ssmax_tiny.text import DIGITS, TextTask, passkey
 from ssmax_tiny.train import TrainConfig, Trainer
@@ -165,14 +164,10 @@ def compare(model: SSMaxConfig, train: TrainConfig, *, task: TextTask, attention
                    windows=windows, samples=samples)
   L, t0 = train.train_length, time.perf_counter()
   train_bytes, held_bytes = task.sizes()
-  runner = f"Ray ({ray})" if ray is not None else f"{jobs} processes" if jobs > 1 else "this process"
   print(f"device: {Device.DEFAULT}  data: {task.source} ({train_bytes:,} bytes for training, {held_bytes:,} held out)  "
-        f"L = {L}, evaluated to {factor * L}  cells: {len(cells)} in {runner}")
-  sweep = run_sweep(run_cell, cells, out, jobs=jobs, ray=ray, cpus=cpus, gpus=gpus, progress=progress)
-  if sweep["failed"]:
-    print(failure_report(cells, sweep, out), file=sys.stderr)
-    return dict(failed=sweep["failed"])
-  runs = [dict(run, device=r["device"], seconds=r["seconds"], peak_rss_mib=r["peak_rss_mib"]) for r in sweep["results"] for run in r["runs"]]
+        f"L = {L}, evaluated to {factor * L}  cells: {len(cells)} in {runner_name(jobs, ray)}")
+  runs, failed = run_grid(run_cell, cells, out, jobs=jobs, ray=ray, cpus=cpus, gpus=gpus, progress=progress)
+  if failed: return dict(failed=failed)
   results = dict(device=Device.DEFAULT, data=task.source, train_length=L, factor=factor, windows=windows, samples=samples,
                  model=asdict(model), train=asdict(train), runs=runs, seconds=round(time.perf_counter() - t0, 1))
   out = Path(out)

@@ -188,6 +188,20 @@ def run_sweep(experiment, cells: list[dict], out: str | os.PathLike, *, jobs: in
   return dict(results=[state[k]["result"] if k in state else None for k in keys], failed=failed, ran=ran)
 
 
+def runner_name(jobs: int = 1, ray: str | None = None) -> str:
+  return f"Ray ({ray})" if ray is not None else f"{jobs} processes" if jobs > 1 else "this process"
+
+
+def run_grid(experiment, cells: list[dict], out: str | os.PathLike, **runner) -> tuple[list[dict], dict[str, str]]:
+  """run_sweep, then gather: every cell's runs in grid order, each with its cell's device, seconds and peak memory, and
+  {} for failures. When a cell failed, the failures are printed (stderr) and the runs are [] (nothing to report yet)."""
+  sweep = run_sweep(experiment, cells, out, **runner)
+  if sweep["failed"]:
+    print(failure_report(cells, sweep, out), file=sys.stderr)
+    return [], sweep["failed"]
+  return [dict(run, device=r["device"], seconds=r["seconds"], peak_rss_mib=r["peak_rss_mib"]) for r in sweep["results"] for run in r["runs"]], {}
+
+
 def failure_report(cells: list[dict], sweep: dict, out) -> str:
   """What failed, for the command line: one line per cell, then what to do."""
   lines = [f"{len(sweep['failed'])} of {len(cells)} cell(s) failed:"]
