@@ -75,8 +75,10 @@ def lm_step():
 def main() -> None:
   ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   ap.add_argument("--tokens", type=int, default=2048, help="rows of x, the tokens of a step (default 2048: make lm's 16 x 128)")
-  ap.add_argument("--repeats", type=int, default=7)
+  ap.add_argument("--repeats", type=int, default=7, help="timed runs per case after warm-up (default 7)")
   args = ap.parse_args()
+  if args.tokens < 1: ap.error(f"--tokens {args.tokens} must be >= 1")
+  if args.repeats < 1: ap.error(f"--repeats {args.repeats} must be >= 1")
   rows, steps = [], []
   for i, (d_in, d_out) in enumerate([SHAPES[0]] + SHAPES):  # the first shape twice: its first run pays the process's warm-up
     x, dy = Tensor.randn(args.tokens, d_in).realize(), Tensor.randn(args.tokens, d_out).realize()

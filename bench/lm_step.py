@@ -166,6 +166,11 @@ def main() -> int:
   p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
   p.add_argument("--state-out", default=None, help=argparse.SUPPRESS)
   args = p.parse_args()
+  try: beams = [int(b) for b in args.beam.split(",")]
+  except ValueError: p.error(f"--beam {args.beam!r} must be comma-separated integers >= 0, e.g. 0,2")
+  if min(beams) < 0: p.error(f"--beam {args.beam!r} must be comma-separated integers >= 0, e.g. 0,2")
+  if args.repeats < 1: p.error(f"--repeats {args.repeats} must be >= 1")
+  if args.top < 1: p.error(f"--top {args.top} must be >= 1")
   sys.path.insert(0, str(HERE))
   if args.worker:
     print(json.dumps(worker(args)))
@@ -174,7 +179,7 @@ def main() -> int:
   state_file = Path(os.environ.get("TMPDIR", "/tmp")) / f"ssmax_tiny_lm_step_{os.getpid()}.npz"
   results = dict(machine=f"{os.cpu_count()} CPU cores, {sys.platform}", repeats=args.repeats, tinygrad=[])
   for dev in tinygrad_devices(args.devices.split(",") if args.devices else None):
-    for beam in [int(b) for b in args.beam.split(",")]:
+    for beam in beams:
       print(f"tinygrad {dev} JITBEAM={beam} ...", file=sys.stderr, flush=True)
       cmd = [sys.executable, __file__, "--worker", "--repeats", str(args.repeats), "--top", str(args.top)]
       if not state_file.exists(): cmd += ["--state-out", str(state_file)]

@@ -36,7 +36,10 @@ def main() -> None:
   ap.add_argument("--args", default="", help="extra flags for every demo run")
   ap.add_argument("--only", default=None, help="comma-separated indices of RUNS to run (default all)")
   args = ap.parse_args()
-  chosen = [RUNS[int(i)] for i in args.only.split(",")] if args.only else RUNS
+  try:
+    chosen = [RUNS[int(i)] for i in args.only.split(",")] if args.only else RUNS
+  except (ValueError, IndexError):
+    ap.error(f"--only {args.only!r} must be comma-separated indices 0 to {len(RUNS) - 1} of: " + "; ".join(r[0] for r in RUNS))
   rows = []
   with tempfile.TemporaryDirectory() as tmp:
     for i, (label, dev, flags) in enumerate(tqdm(chosen, desc="runners", dynamic_ncols=True)):

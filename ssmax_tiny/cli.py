@@ -64,6 +64,15 @@ def _int_at_least(minimum: int):
 _positive_int, _nonneg_int = _int_at_least(1), _int_at_least(0)
 
 
+def _nonneg_number(text: str) -> float:
+  try:
+    v = float(text)
+  except ValueError:
+    raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+  if not v >= 0 or v == float("inf"): raise argparse.ArgumentTypeError(f"{text} must be a finite number >= 0")
+  return v
+
+
 class _Renamed(argparse.Action):
   """An option under its old name: still accepted (values translated), with a note on stderr that names the new one."""
 
@@ -125,8 +134,8 @@ def _runner_args(p: argparse.ArgumentParser) -> None:
   g.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
                  help="run each cell as a Ray task: --ray alone starts a local Ray instance, --ray auto joins the running cluster, "
                       "--ray ADDRESS joins that one (pip install 'ssmax-tiny[ray]')")
-  g.add_argument("--cpus-per-cell", type=float, default=1, help="CPUs a Ray task asks for (default 1)")
-  g.add_argument("--gpus-per-cell", type=float, default=0, help="GPUs a Ray task asks for (default 0; 1 on a GPU cluster)")
+  g.add_argument("--cpus-per-cell", type=_nonneg_number, default=1, help="CPUs a Ray task asks for (default 1)")
+  g.add_argument("--gpus-per-cell", type=_nonneg_number, default=0, help="GPUs a Ray task asks for (default 0; 1 on a GPU cluster)")
 
 
 def _runner(args) -> dict:

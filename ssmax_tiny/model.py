@@ -28,9 +28,10 @@ References
   every per-call quantity here (positions, log n) is derived from tensor shapes or a bound Variable, never a Python number.
 
 Reading order: 1. the SSMax function (`compute`); 2. the SSMax module (`SSMax`); 3. attention (the variants' formulas,
-`rope`, `causal_mask`, `padding_mask`, `attend`, `attend_blocked`, `Attended`, `SSMaxAttention`); 4. `FeedForward` and
-`TransformerBlock`; 5. `SSMaxConfig` and `SSMaxTransformer`; 6. decoding (`KVCache`, `Decoder`); 7. the token models
-(`TokenModel`, a classifier; `LanguageModel`, next-token; `decode`, `with_options`); 8. the builders with Edifice's names.
+`Linear` with its hand-written backward, `rope`, `causal_mask`, `padding_mask`, `attend`, `attend_blocked`, `Attended`,
+`SSMaxAttention`); 4. `FeedForward` and `TransformerBlock`; 5. `SSMaxConfig` and `SSMaxTransformer`; 6. decoding
+(`KVCache`, `Decoder`); 7. the token models (`TokenModel`, a classifier; `LanguageModel`, next-token; `decode`,
+`with_options`); 8. the builders with Edifice's names.
 """
 from __future__ import annotations
 
@@ -223,8 +224,6 @@ class Linear:
     return matmul_t(x.reshape(-1, d_in), self.weight).reshape(*x.shape[:-1], d_out) + self.bias  # (..., in) -> (N, in) -> (..., out)
 
 
-def linear(d_in: int, d_out: int, std: float = 0.02) -> Linear: return Linear(d_in, d_out, std)
-
 
 def rope(x: Tensor, positions: Tensor, base: float = 10000.0, fraction: float = 1.0) -> Tensor:
   """Rotary embedding (RoFormer eq. 34, GPT-NeoX's half-split layout) on x [..., T, Hd] at positions [T].
@@ -359,8 +358,8 @@ class SSMaxAttention:
       raise ValueError(f"positional='rope' needs an even head_dim; hidden_size/num_heads = {self.head_dim}")
     self.attention, self.n_mode, self.positional = attention, n_mode, positional
     self.rope_base, self.rope_fraction, self.train_length = rope_base, rope_fraction, train_length
-    self.q, self.k, self.v = (linear(hidden_size, hidden_size) for _ in range(3))
-    self.out = linear(hidden_size, hidden_size, out_std)
+    self.q, self.k, self.v = (Linear(hidden_size, hidden_size) for _ in range(3))
+    self.out = Linear(hidden_size, hidden_size, out_std)
     # QK-norm (Henry et al. 2020; RMSNorm per head as in OLMo 2 and Qwen3), before RoPE and before any scaling
     self.q_norm, self.k_norm = (nn.RMSNorm(self.head_dim), nn.RMSNorm(self.head_dim)) if qk_norm else (None, None)
     self.ssmax = SSMax(init_s, num_heads, per_head, learn_bias, learn_s) if attention == "ssmax" else None
@@ -443,7 +442,7 @@ class FeedForward:
   """Linear(h, 4h), exact (erf) GELU as in Axon and PyTorch, Linear(4h, h)."""
 
   def __init__(self, hidden_size: int, out_std: float = 0.02):
-    self.up, self.down = linear(hidden_size, 4 * hidden_size), linear(4 * hidden_size, hidden_size, out_std)
+    self.up, self.down = Linear(hidden_size, 4 * hidden_size), Linear(4 * hidden_size, hidden_size, out_std)
 
   def __call__(self, x: Tensor) -> Tensor:
     # contiguous: without it the backward recomputes the GELU once per output column of the down projection
@@ -567,7 +566,7 @@ class SSMaxTransformer:
     # GPT-2's initialisation: every Linear N(0, 0.02) with zero bias (`linear`); the two projections of each block that
     # write into the residual stream N(0, 0.02 / sqrt(2 L)), so that the stream's variance does not grow with depth
     residual_std = 0.02 / math.sqrt(2 * c.num_layers)
-    self.input_proj = linear(c.embed_dim, c.hidden_size) if c.embed_dim != c.hidden_size else None
+    self.input_proj = Linear(c.embed_dim, c.hidden_size) if c.embed_dim != c.hidden_size else None
     self.blocks = [TransformerBlock(c.hidden_size, c.num_heads, c.dropout, residual_std, **c.attention_options())
                    for _ in range(c.num_layers)]
     self.ln_f = nn.LayerNorm(c.hidden_size)
@@ -738,7 +737,7 @@ class TokenModel:
     self.embed = nn.Embedding(vocab_size, config.embed_dim)
     self.embed.weight = Tensor.normal(vocab_size, config.embed_dim, std=0.02).contiguous()  # GPT-2's token init
     self.transformer = SSMaxTransformer(config)
-    self.head = linear(config.hidden_size, num_classes)
+    self.head = Linear(config.hidden_size, num_classes)
 
   def __call__(self, tokens: Tensor, lengths=None) -> Tensor:
     return self.head(self.transformer.forward(self.embed(tokens), lengths=lengths))  # (B, T) -> (B, T, E) -> (B, h) -> (B, classes)
@@ -785,7 +784,7 @@ class LanguageModel:
     self.embed = nn.Embedding(vocab_size, config.embed_dim)
     self.embed.weight = Tensor.normal(vocab_size, config.embed_dim, std=0.02).contiguous()  # GPT-2's token init
     self.transformer = SSMaxTransformer(config)
-    self.head = None if tie_weights else linear(config.hidden_size, vocab_size)
+    self.head = None if tie_weights else Linear(config.hidden_size, vocab_size)
 
   def project(self, h: Tensor) -> Tensor:
     """hidden states [..., h] -> logits [..., vocab]: h @ embed^T when tied, else the head."""
