@@ -1,11 +1,12 @@
 """The language model's training step, `make lm`'s configuration, in tokens per second: tinygrad against PyTorch.
 
-  python bench/lm_step.py [--devices CL,CPU] [--repeats 10] [--beam 0,2] [--no-compile]
+  python bench/lm_step.py [--devices CL,CPU] [--repeats 10] [--beam 0,tuned,2] [--no-compile]
 
 The model and budget are `make lm`'s (ssmax_tiny/cli.py LM_TRAIN and lm.lm_config): byte-level, hidden 64, 4 heads,
 2 layers, RoPE, tied head, L = 128, 16 sequences a step, AdamW with the paper's recipe and global-norm clipping. For
 each tinygrad device present, in a process of its own (DEV=...), and each BEAM setting (0: tinygrad's heuristics;
-N: JITBEAM=N, kernels searched once and cached by tinygrad): the step as `make lm` runs it (train.Trainer: the batch
+tuned: what `make lm` runs after `make tune`, the large kernels searched and read from tinygrad's cache
+(ssmax_tiny/tuning.py); N: JITBEAM=N, every kernel searched once and cached by tinygrad): the step as `make lm` runs it (train.Trainer: the batch
 from numpy, one TinyJit step, the loss read back), SSMax and softmax, median over --repeats steps after warm-up;
 kernels per step; and the share of the step by kernel (bench/profile_step.py's DEBUG=2 replay). Then, when PyTorch is
 installed, the same model with the same weights (logits checked to 1e-4 first), trained eager and under torch.compile
@@ -44,7 +45,8 @@ def worker(args) -> dict:
   from ssmax_tiny.text import TextTask
   from ssmax_tiny.train import Trainer
   template, lm_config, train = config_and_train()
-  task, out = TextTask(), dict(device=Device.DEFAULT, beam=int(os.environ.get("JITBEAM", "0")), rows=[])
+  beam = os.environ.get("JITBEAM") or ("tuned" if os.environ.get("SSMAX_TINY_TUNED") == "1" else 0)
+  task, out = TextTask(), dict(device=Device.DEFAULT, beam=beam, rows=[])
   for attention in ATTENTIONS:
     trainer = Trainer(build_lm(lm_config(template, attention, "rope", train.train_length), 0), task, train)
     if attention == "ssmax" and args.state_out:  # the weights and one batch's logits, for PyTorch's parity check
@@ -62,7 +64,8 @@ def worker(args) -> dict:
     kernels = GlobalCounters.kernel_count
     step_s = statistics.median(times)
     row = dict(attention=attention, step_s=step_s, tokens_per_s=train.batch_size * train.train_length / step_s, kernels=kernels,
-               warmup_s=warmup_s)
+               warmup_s=warmup_s, tuned_kernels=trainer.tuned_kernels)
+    if beam == "tuned" and not trainer.tuned: raise SystemExit(f"--beam tuned: `make tune` has not recorded {attention}'s step on {Device.DEFAULT}")
     if attention == "ssmax":
       tokens, targets = trainer.next_batch()
       with Context(TRAINING=1), trainer.rng:
@@ -123,6 +126,10 @@ def torch_side(args, state_file: Path) -> dict:
   return out
 
 
+def label(beam) -> str:
+  return " (heuristics)" if not beam else " (make tune)" if beam == "tuned" else f", JITBEAM={beam}"
+
+
 def report(results: dict) -> str:
   _, _, train = config_and_train()
   t = results["torch"]
@@ -139,7 +146,7 @@ def report(results: dict) -> str:
   for dev in results["tinygrad"]:
     for r in dev["rows"]:
       e, c = trow.get((r["attention"], "eager")), trow.get((r["attention"], "compile"))
-      lines.append(f"| tinygrad {dev['device']}{', JITBEAM=' + str(dev['beam']) if dev['beam'] else ' (heuristics)'} | {r['attention']} | "
+      lines.append(f"| tinygrad {dev['device']}{label(dev['beam'])} | {r['attention']} | "
                    f"{1e3 * r['step_s']:.1f} | {r['tokens_per_s']:,.0f} | {r['kernels']} | "
                    f"{'x%.2f' % (r['step_s'] / e['step_s']) if e else '-'} | {'x%.2f' % (r['step_s'] / c['step_s']) if c else '-'} | "
                    f"{r['warmup_s']:.0f} |")
@@ -149,7 +156,7 @@ def report(results: dict) -> str:
     if "error" in r: lines.append(f"\nPyTorch {r['mode']} ({r['attention']}) failed: {r['error']}")
   for dev in results["tinygrad"]:
     ssmax = {r["attention"]: r for r in dev["rows"]}
-    lines += ["", f"tinygrad {dev['device']}{', JITBEAM=' + str(dev['beam']) if dev['beam'] else ''}: SSMax over softmax "
+    lines += ["", f"tinygrad {dev['device']}{label(dev['beam'])}: SSMax over softmax "
               f"x{ssmax['ssmax']['step_s'] / ssmax['softmax']['step_s']:.3f} in time, {ssmax['ssmax']['kernels'] - ssmax['softmax']['kernels']:+d} "
               f"kernels per step. Where the SSMax step's time goes (DEBUG=2, kernels one at a time):", "", ssmax["ssmax"]["profile"]]
   return "\n".join(lines) + "\n"
@@ -158,7 +165,8 @@ def report(results: dict) -> str:
 def main() -> int:
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--devices", default=None, help="tinygrad devices, comma-separated (default: each present of CPU, CL, METAL, CUDA, NV, AMD)")
-  p.add_argument("--beam", default="0", help="JITBEAM settings to run, comma-separated (default 0: heuristics only; e.g. 0,2)")
+  p.add_argument("--beam", default="0", help="settings to run, comma-separated: 0 (tinygrad's heuristics), tuned (make tune's kernels), "
+                 "N (JITBEAM=N: every kernel searched); default 0, e.g. 0,tuned")
   p.add_argument("--repeats", type=int, default=10, help="timed steps after warm-up (default 10)")
   p.add_argument("--top", type=int, default=12, help="kernels in the profile table (default 12)")
   p.add_argument("--no-compile", dest="compile", action="store_false", help="skip torch.compile")
@@ -166,9 +174,9 @@ def main() -> int:
   p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
   p.add_argument("--state-out", default=None, help=argparse.SUPPRESS)
   args = p.parse_args()
-  try: beams = [int(b) for b in args.beam.split(",")]
-  except ValueError: p.error(f"--beam {args.beam!r} must be comma-separated integers >= 0, e.g. 0,2")
-  if min(beams) < 0: p.error(f"--beam {args.beam!r} must be comma-separated integers >= 0, e.g. 0,2")
+  beams = args.beam.split(",")
+  if not all(b == "tuned" or (b.isdigit()) for b in beams):
+    p.error(f"--beam {args.beam!r} must be comma-separated settings, each 0, tuned or an integer >= 1, e.g. 0,tuned")
   if args.repeats < 1: p.error(f"--repeats {args.repeats} must be >= 1")
   if args.top < 1: p.error(f"--top {args.top} must be >= 1")
   sys.path.insert(0, str(HERE))
@@ -180,10 +188,12 @@ def main() -> int:
   results = dict(machine=f"{os.cpu_count()} CPU cores, {sys.platform}", repeats=args.repeats, tinygrad=[])
   for dev in tinygrad_devices(args.devices.split(",") if args.devices else None):
     for beam in beams:
-      print(f"tinygrad {dev} JITBEAM={beam} ...", file=sys.stderr, flush=True)
+      print(f"tinygrad {dev} --beam {beam} ...", file=sys.stderr, flush=True)
       cmd = [sys.executable, __file__, "--worker", "--repeats", str(args.repeats), "--top", str(args.top)]
       if not state_file.exists(): cmd += ["--state-out", str(state_file)]
-      env = {k: v for k, v in os.environ.items() if k != "JITBEAM"} | {"DEV": dev} | ({"JITBEAM": str(beam)} if beam else {})
+      env = {k: v for k, v in os.environ.items() if k != "JITBEAM"} | {"DEV": dev}
+      # 0 is tinygrad's heuristics even where `make tune` recorded this step (ssmax_tiny/tuning.py would use its kernels)
+      env |= {"SSMAX_TINY_TUNED": "1"} if beam == "tuned" else {"SSMAX_TINY_TUNED": "0"} | ({"JITBEAM": beam} if beam != "0" else {})
       proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, text=True)
       if proc.returncode != 0:
         print(f"tinygrad {dev} failed (exit {proc.returncode})", file=sys.stderr); continue

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from tinygrad import Device
 
-from ssmax_tiny import checkpoint, report
+from ssmax_tiny import checkpoint, report, tuning
 from ssmax_tiny.demo import run_demo
 from ssmax_tiny.lm import LM_ATTENTIONS, build_lm, compare, evaluate_lm
 from ssmax_tiny.model import ATTENTIONS, N_MODES, POSITIONALS, SSMaxConfig
@@ -136,10 +136,13 @@ def _runner_args(p: argparse.ArgumentParser) -> None:
                       "--ray ADDRESS joins that one (pip install 'ssmax-tiny[ray]')")
   g.add_argument("--cpus-per-cell", type=_nonneg_number, default=1, help="CPUs a Ray task asks for (default 1)")
   g.add_argument("--gpus-per-cell", type=_nonneg_number, default=0, help="GPUs a Ray task asks for (default 0; 1 on a GPU cluster)")
+  g.add_argument("--tune-kernels", type=_positive_int, nargs="?", const=1, default=0, metavar="BEAM",
+                 help="instead of running the grid, BEAM-search the kernels of its training steps once (width BEAM, default 1; "
+                      "cached by tinygrad, minutes per step on a CPU); later runs of the same grid use them (`make tune` does this)")
 
 
 def _runner(args) -> dict:
-  return dict(jobs=args.jobs, ray=args.ray, cpus=args.cpus_per_cell, gpus=args.gpus_per_cell)
+  return dict(jobs=args.jobs, ray=args.ray, cpus=args.cpus_per_cell, gpus=args.gpus_per_cell, tune=args.tune_kernels)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -287,6 +290,7 @@ def run_training(args, new_trainer) -> Trainer | None:
     if checkpoint.json_path(args.out).exists():
       raise SystemExit(f"error: {args.out} already holds a checkpoint; pass --resume to continue it, or choose another --out")
     trainer = new_trainer()
+  print(tuning.summary([trainer.signature]))
 
   # Ctrl-C ends the run between steps, never inside tinygrad (an interrupt there could leave its device worker waiting)
   interrupted = []

@@ -17,7 +17,7 @@ from pathlib import Path
 from tinygrad import Device
 from tinygrad.nn.state import get_state_dict
 
-from ssmax_tiny import report
+from ssmax_tiny import report, tuning
 from ssmax_tiny.model import POSITIONALS, SSMaxConfig
 from ssmax_tiny.sweep import run_grid, runner_name
 from ssmax_tiny.tasks import make_task
@@ -59,12 +59,25 @@ def demo_cells(model: SSMaxConfig, train: TrainConfig, *, task: str = "needle", 
           for p in positionals for seed in seeds for a in attentions]
 
 
+def cell_signature(cell: dict) -> str:
+  """The training step a cell runs, as tuning.py records it."""
+  task = task_from_dict(cell["task"])
+  return tuning.step_signature(SSMaxConfig.from_options(**cell["model"]), dict(kind="classifier", vocab_size=task.vocab_size,
+                               num_classes=task.num_classes), TrainConfig.from_dict(cell["train"]), Device.DEFAULT)
+
+
+def cell_trainer(cell: dict) -> Trainer:
+  """A cell's model, freshly initialised from its seed, in its Trainer."""
+  task, config, train = task_from_dict(cell["task"]), SSMaxConfig.from_options(**cell["model"]), TrainConfig.from_dict(cell["train"])
+  return Trainer(build_token_model(task, config, train.seed), task, train)
+
+
 def run_cell(cell: dict, progress: bool = False) -> tuple[list[dict], Trainer]:
   """One cell of the grid from its description (the experiment that sweep.run_sweep runs): train, fine-tune if asked (the cell trains
   its own softmax model first: a cell depends on nothing but its description), evaluate."""
-  task, config, train = task_from_dict(cell["task"]), SSMaxConfig.from_options(**cell["model"]), TrainConfig.from_dict(cell["train"])
+  trainer = cell_trainer(cell)
+  task, config, train = trainer.task, trainer.model.config, trainer.config
   name = ssmax_label(config) if config.attention == "ssmax" else config.attention
-  trainer = Trainer(build_token_model(task, config, train.seed), task, train)
   trainer.train(progress=progress, desc=f"{name} s{train.seed}")
   if cell["finetune_steps"]:
     trainer = finetune(trainer, cell["finetune_steps"], train.seed, progress)
@@ -77,10 +90,11 @@ def run_cell(cell: dict, progress: bool = False) -> tuple[list[dict], Trainer]:
 
 def run_demo(model: SSMaxConfig, train: TrainConfig, *, task: str = "needle", seeds=(0, 1, 2), lengths=(64, 128, 256, 512, 1024),
              samples: int = 96, positionals=("none", "rope"), finetune_steps: int = 0, out: Path = Path("runs/demo"),
-             progress: bool = True, jobs: int = 1, ray: str | None = None, cpus: float = 1, gpus: float = 0) -> dict:
+             progress: bool = True, jobs: int = 1, ray: str | None = None, cpus: float = 1, gpus: float = 0, tune: int = 0) -> dict:
   """Build the grid, run its cells (sweep.run_sweep: in this process, `jobs` processes or Ray; finished cells in
   out/sweep.json are not run again), gather; print the table, verdicts and learned s; write results.json, results.md and
-  plots. Returns the results, or {"failed": ...} when a cell failed (the others are kept for the next run)."""
+  plots. Returns the results, or {"failed": ...} when a cell failed (the others are kept for the next run). tune=N instead
+  BEAM-searches the grid's training steps (tuning.tune_cells) and returns {"tuned": steps searched}."""
   t_start = time.perf_counter()
   seeds, lengths = list(seeds), list(lengths)
   cells = demo_cells(model, train, task=task, seeds=seeds, lengths=lengths, samples=samples, positionals=positionals,
@@ -89,6 +103,8 @@ def run_demo(model: SSMaxConfig, train: TrainConfig, *, task: str = "needle", se
   print(f"device: {Device.DEFAULT}  task: {the_task.name} ({the_task.num_pairs} pair(s), vocab {the_task.vocab_size})  "
         f"train length: {train.train_length}  steps: {train.steps}  seeds: {seeds}  lengths: {lengths}  "
         f"cells: {len(cells)} in {runner_name(jobs, ray)}")
+  if tune: return dict(tuned=tuning.tune_cells(cells, cell_signature, cell_trainer, tune, progress))
+  print(tuning.summary([cell_signature(c) for c in cells]))
   runs, failed = run_grid(run_cell, cells, out, jobs=jobs, ray=ray, cpus=cpus, gpus=gpus, progress=progress)
   if failed: return dict(failed=failed)
   summary = report.summarize(runs, lengths)

@@ -23,6 +23,7 @@ from tinygrad import Device, Tensor
 from tinygrad.nn.state import get_parameters
 from tqdm.auto import tqdm
 
+from ssmax_tiny import tuning
 from ssmax_tiny.model import LanguageModel, SSMaxConfig, with_options
 from ssmax_tiny.sweep import run_grid, runner_name
 from ssmax_tiny.tasks import batch_rng
@@ -139,11 +140,23 @@ def lm_cells(model: SSMaxConfig, train: TrainConfig, *, task: TextTask, attentio
           for p in positionals for a in attentions for seed in seeds]
 
 
+def cell_signature(cell: dict) -> str:
+  """The training step a cell runs, as tuning.py records it (what `make tune` searches for `make lm`)."""
+  return tuning.step_signature(SSMaxConfig.from_options(**cell["model"]), dict(kind="lm", vocab_size=256, tie_weights=True),
+                               TrainConfig.from_dict(cell["train"]), Device.DEFAULT)
+
+
+def cell_trainer(cell: dict) -> Trainer:
+  """A cell's model, freshly initialised from its seed, in its Trainer."""
+  task, config, train = TextTask(**cell["task"]), SSMaxConfig.from_options(**cell["model"]), TrainConfig.from_dict(cell["train"])
+  return Trainer(build_lm(config, train.seed), task, train)
+
+
 def run_cell(cell: dict, progress: bool = False) -> tuple[list[dict], Trainer]:
   """One cell from its description (the experiment that sweep.run_sweep runs): train, then evaluate the model, and a softmax model
   also with Qwen's log-n scaling at inference (the same weights)."""
-  task, config, train = TextTask(**cell["task"]), SSMaxConfig.from_options(**cell["model"]), TrainConfig.from_dict(cell["train"])
-  trainer = Trainer(build_lm(config, train.seed), task, train)
+  trainer = cell_trainer(cell)
+  task, config, train = trainer.task, trainer.model.config, trainer.config
   t = time.perf_counter()
   trainer.train(progress=progress, desc=f"{config.positional} {config.attention} seed {train.seed}")
   train_s = time.perf_counter() - t
@@ -155,10 +168,11 @@ def run_cell(cell: dict, progress: bool = False) -> tuple[list[dict], Trainer]:
 
 def compare(model: SSMaxConfig, train: TrainConfig, *, task: TextTask, attentions=LM_ATTENTIONS, positionals=("rope", "none"),
             seeds=(0, 1, 2), factor: int = 16, windows: int = 8, samples: int = 8, out: Path = Path("runs/lm"),
-            progress: bool = True, jobs: int = 1, ray: str | None = None, cpus: float = 1, gpus: float = 0) -> dict:
+            progress: bool = True, jobs: int = 1, ray: str | None = None, cpus: float = 1, gpus: float = 0, tune: int = 0) -> dict:
   """Build the grid, run its cells (sweep.run_sweep: in this process, `jobs` processes or Ray; finished cells in
   out/sweep.json are not run again), gather; write results.json, results.md and the plots. Returns the results, or
-  {"failed": ...} when a cell failed (the others are kept for the next run)."""
+  {"failed": ...} when a cell failed (the others are kept for the next run). tune=N instead BEAM-searches the grid's
+  training steps (tuning.tune_cells) so that later runs use the tuned kernels, and returns {"tuned": steps searched}."""
   from ssmax_tiny import report
   cells = lm_cells(model, train, task=task, attentions=attentions, positionals=positionals, seeds=seeds, factor=factor,
                    windows=windows, samples=samples)
@@ -166,6 +180,8 @@ def compare(model: SSMaxConfig, train: TrainConfig, *, task: TextTask, attention
   train_bytes, held_bytes = task.sizes()
   print(f"device: {Device.DEFAULT}  data: {task.source} ({train_bytes:,} bytes for training, {held_bytes:,} held out)  "
         f"L = {L}, evaluated to {factor * L}  cells: {len(cells)} in {runner_name(jobs, ray)}")
+  if tune: return dict(tuned=tuning.tune_cells(cells, cell_signature, cell_trainer, tune, progress))
+  print(tuning.summary([cell_signature(c) for c in cells]))
   runs, failed = run_grid(run_cell, cells, out, jobs=jobs, ray=ray, cpus=cpus, gpus=gpus, progress=progress)
   if failed: return dict(failed=failed)
   results = dict(device=Device.DEFAULT, data=task.source, train_length=L, factor=factor, windows=windows, samples=samples,

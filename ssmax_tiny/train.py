@@ -18,7 +18,7 @@ from tinygrad import Context, Device, Tensor, TinyJit, dtypes
 from tinygrad.nn.state import get_parameters, get_state_dict
 from tqdm.auto import tqdm
 
-from ssmax_tiny import checkpoint
+from ssmax_tiny import checkpoint, tuning
 from ssmax_tiny.checks import check_bool, check_int, check_number, translate_renamed
 from ssmax_tiny.model import LanguageModel, SSMaxConfig, TokenModel
 from ssmax_tiny.tasks import RetrievalTask, batch_rng
@@ -128,6 +128,12 @@ class Trainer:
     self.losses: list[float] = []
     self.rng = DropoutRNG(config.seed, self.devices or (Device.DEFAULT,))
     self._jit = TinyJit(self._train_step)
+    # kernels that `make tune` searched for exactly this step are read back from tinygrad's cache (tuning.py)
+    self.signature = tuning.step_signature(model.config, model.head_options(), config,
+                                           ",".join(self.devices) if self.devices else Device.DEFAULT)
+    self.tuned = None if config.checkpoint else tuning.tuned_beam(self.signature)
+    self.tuned_kernels: dict | None = None   # after the capture of a tuned step: {"hits": kernels read from the cache, "misses": ...}
+    self.searching = False                   # tuning.search: BEAM searches what the cache lacks
 
   def _train_step(self, tokens: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
     self.optimizer.zero_grad()
@@ -161,7 +167,13 @@ class Trainer:
     tokens, targets = self.next_batch()
     with Context(TRAINING=1), self.rng:
       # checkpointing realises block by block, which a TinyJit cannot capture as one step: it runs eagerly
-      loss, _ = (self._train_step if self.config.checkpoint else self._jit)(tokens, targets)
+      if self.config.checkpoint: loss, _ = self._train_step(tokens, targets)
+      elif self.tuned and self._jit.cnt == 1:
+        # the capture compiles each kernel with the searched choice from tinygrad's cache, as JITBEAM=n would, or, where the
+        # cache lacks a kernel, with the heuristics, never a search (tuning.cached_beam); `make tune` searches the large ones
+        with tuning.cached_beam(self.tuned, tuning.SEARCH_MIN_WORK if self.searching else None) as self.tuned_kernels:
+          loss, _ = self._jit(tokens, targets)
+      else: loss, _ = self._jit(tokens, targets)
     self.losses.append(float(loss.item()))
     self.step += 1
     return self.losses[-1]

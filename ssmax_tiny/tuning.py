@@ -1,0 +1,157 @@
+"""Tuned kernels in everyday use: `make tune` searches a training step's kernels once, and later runs of that step use them.
+
+tinygrad's BEAM search (tinygrad/codegen/opt/search.py `beam_search`) times candidate schedules for each kernel and
+keeps the fastest in tinygrad's cache (cache.db, `CACHEDB`, tinygrad/helpers.py), keyed by the kernel, the device and
+the search width. A later run with the same kernels and BEAM=n reads them back without searching; a run without BEAM
+uses the hand-written heuristics and never looks. So a user would have to know to set JITBEAM=n, and for which shapes:
+with a new shape, BEAM=n searches again, for minutes.
+
+Here `make tune` (the `--tune-kernels` option of `lm-compare` and `demo`: `tune_cells` below) searches the large
+kernels of each distinct training step of a grid and records, beside tinygrad's cache, which steps it searched: the
+step's signature (device, tinygrad's version, the model's config and head, the batch shape and the optimizer's
+constants: what the step's kernels are made of) and the width n. A `train.Trainer` whose step has a recorded signature captures its
+TinyJit under BEAM=n, which is what JITBEAM=n does (tinygrad/engine/jit.py `jit_lower`), and says so; any other step
+keeps the heuristics. No run starts a search it did not ask for: under `cached_beam` a kernel missing from the cache
+(the model's code was edited since the search, say) gets the heuristics, not a search. SSMAX_TINY_TUNED=0 turns the
+lookup off.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from dataclasses import asdict
+from importlib.metadata import version
+from pathlib import Path
+
+from tinygrad import Context, Device
+from tinygrad.helpers import CACHEDB, CACHELEVEL, diskcache_get, prod
+from tinygrad.uop.ops import Ops
+from tqdm.auto import tqdm
+
+from ssmax_tiny.checkpoint import atomic_write_text
+from ssmax_tiny.checks import check_int
+
+# what changes a training step's kernels; the learning rate is a Tensor assigned before each step (its schedule: lr, warmup,
+# min_lr_ratio, steps), and the seed changes no kernel
+STEP_FIELDS = ("batch_size", "train_length", "betas", "weight_decay", "clip", "checkpoint")
+
+
+def record_path() -> Path:
+  """The record lives beside tinygrad's cache (removing one removes the other's use)."""
+  return Path(CACHEDB).with_name("ssmax_tiny_tuned.json")
+
+
+def step_signature(config, head: dict, train_config, device: str) -> str:
+  """The canonical JSON of what a training step's kernels depend on: the model's SSMaxConfig (but its initial s) and
+  head options (`head_options()`), the TrainConfig's STEP_FIELDS, the device and tinygrad's version."""
+  train = {f: getattr(train_config, f) for f in STEP_FIELDS}
+  train["betas"] = list(train["betas"])
+  model = {k: v for k, v in asdict(config).items() if k != "init_s"}  # a starting value, not a kernel
+  sig = dict(device=device, tinygrad=version("tinygrad"), model=model, head=head, train=train)
+  return json.dumps(sig, sort_keys=True)
+
+
+def _load() -> list[dict]:
+  try: return json.loads(record_path().read_text())
+  except (OSError, ValueError): return []
+
+
+def tuned_beam(signature: str) -> int | None:
+  """The BEAM width `make tune` searched this step with, or None (not searched, tinygrad's cache gone or off, or
+  SSMAX_TINY_TUNED=0)."""
+  if os.environ.get("SSMAX_TINY_TUNED", "1") == "0" or CACHELEVEL < 1 or not os.path.exists(CACHEDB): return None
+  for entry in _load():
+    if entry.get("signature") == signature: return int(entry["beam"])
+  return None
+
+
+# `make tune` searches only kernels of at least this many loop iterations (the product of the kernel's full shape): the
+# matmuls, attention and their gradients. Elementwise kernels and the optimizer's updates keep the heuristics: on this
+# machine a search takes about half a minute per kernel, and a step has hundreds of small ones with little to gain.
+SEARCH_MIN_WORK = 1 << 20
+
+
+@contextlib.contextmanager
+def cached_beam(beam: int, search_min_work: int | None = None):
+  """BEAM=beam for the kernels compiled inside (a TinyJit's capture). With search_min_work=None a kernel's searched
+  choice is read from tinygrad's cache, and a kernel not there gets tinygrad's heuristics instead of a search; with a
+  number, kernels of at least that much work are searched (or read from the cache), the others get the heuristics.
+  Yields counts {"hits", "misses", "searched"}.
+
+  tinygrad lowers a kernel with `beam_search` when BEAM >= 1 (tinygrad/codegen/opt/postrange.py `apply_opts`), which
+  returns the cached choice or searches; the wrapper asks the cache first, with beam_search's own key
+  (tinygrad/codegen/opt/search.py), and calls `hand_coded_optimizations` where apply_opts would without BEAM."""
+  import tinygrad.codegen.opt.search as search
+  from tinygrad.codegen.opt.heuristic import hand_coded_optimizations
+  original, counts = search.beam_search, {"hits": 0, "misses": 0, "searched": 0}
+
+  def heuristics(s):
+    return s if any(u.op is Ops.STAGE for u in s.ast.backward_slice) else hand_coded_optimizations(s)
+
+  def lower(s, rawbufs, var_vals, amt, allow_test_size=True, disable_cache=False):
+    key = {"ast": s.ast.key, "amt": amt, "allow_test_size": allow_test_size, "device": s.ren.target.device, "suffix": s.ren.suffix}
+    if diskcache_get("beam_search", key) is not None: counts["hits"] += 1
+    elif search_min_work is not None and prod(s.full_shape) >= search_min_work: counts["searched"] += 1
+    else:
+      counts["misses"] += 1
+      return heuristics(s)
+    return original(s, rawbufs, var_vals, amt, allow_test_size)
+
+  search.beam_search = lower
+  try:
+    with Context(BEAM=beam): yield counts
+  finally: search.beam_search = original
+
+
+def summary(signatures: list[str]) -> str:
+  """One line for the screen: how many of these training steps run kernels that `make tune` searched."""
+  beams = [tuned_beam(s) for s in signatures]
+  tuned = [b for b in beams if b]
+  if not tuned: return "kernels: tinygrad's heuristics (`make tune` searches faster ones once, then every run uses them)"
+  return f"kernels: tuned by make tune (BEAM={max(tuned)}, from tinygrad's cache) for {len(tuned)} of {len(beams)} training steps"
+
+
+def record_tuned(signature: str, beam: int) -> Path:
+  """Note that this step's kernels were searched with BEAM=beam and are in tinygrad's cache (written atomically)."""
+  entries = [e for e in _load() if e.get("signature") != signature]
+  entries.append(dict(signature=signature, beam=int(beam), when=time.strftime("%Y-%m-%d %H:%M:%S")))
+  path = record_path()
+  path.parent.mkdir(parents=True, exist_ok=True)
+  atomic_write_text(path, json.dumps(entries, indent=1))
+  return path
+
+
+def search(trainer, beam: int) -> dict:
+  """BEAM-search the kernels of `trainer`'s training step and record it. Two steps run: a TinyJit's first call runs
+  eagerly, its second captures and compiles under BEAM=beam, which times candidates for each kernel not yet in tinygrad's
+  cache (tinygrad/codegen/opt/search.py) and does at least SEARCH_MIN_WORK iterations. The trainer's weights move by
+  two steps: use a throwaway one. Returns the kernel counts of `cached_beam`."""
+  check_int("beam", beam)
+  if CACHELEVEL < 1: raise RuntimeError("tinygrad's cache is off (CACHELEVEL=0): searched kernels would not be kept")
+  if trainer.config.checkpoint: raise ValueError("checkpoint=True steps run eagerly, without a TinyJit: nothing to tune")
+  if Device.DEFAULT.split(":")[0] in ("CL", "CPU"):
+    # on PoCL and the CPU device a work-group runs on one core; candidates with large ones took minutes each (bench/tune.py),
+    # and a kernel's search ends when a round gains under 10 us (BEAM_MIN_PROGRESS), so tiny kernels are not searched at length
+    os.environ.setdefault("BEAM_LOCAL_MAX", "16")
+    os.environ.setdefault("BEAM_MIN_PROGRESS", "10")
+  trainer.tuned, trainer.searching = beam, True
+  for _ in range(2): trainer.train_step()
+  record_tuned(trainer.signature, beam)
+  return trainer.tuned_kernels
+
+
+def tune_cells(cells: list[dict], signature_of, trainer_of, beam: int, progress: bool = True) -> int:
+  """Search each distinct training step of a grid (cells that differ only in seed share one), skipping steps already
+  recorded with this width; returns how many were searched."""
+  steps: dict[str, dict] = {}
+  for cell in cells: steps.setdefault(signature_of(cell), cell)
+  todo = [cell for sig, cell in steps.items() if tuned_beam(sig) != beam]
+  print(f"{len(steps)} distinct training steps, {len(steps) - len(todo)} already tuned with BEAM={beam}; searching {len(todo)} "
+        f"(minutes each on a CPU the first time; the cache is at {CACHEDB})")
+  for cell in tqdm(todo, desc=f"BEAM={beam} search", disable=not progress):
+    counts = search(trainer_of(cell), beam)
+    tqdm.write(f"  kernels: {counts['searched']} searched, {counts['hits']} already in the cache, {counts['misses']} too small "
+               "to search (heuristics)")
+  return len(todo)
