@@ -144,7 +144,9 @@ class Trainer:
     else:
       loss = self.model(tokens).sparse_categorical_crossentropy(targets)
       loss.backward()
-    norm = Tensor.stack(*[p.grad.square().sum() for p in params]).sum().sqrt()
+    # each parameter's sum of squares in a kernel of its own (contiguous): left lazy, tinygrad fuses them all into one
+    # kernel with a loop per parameter, which PoCL failed to link at hidden 128, 4 layers (README, Long context)
+    norm = Tensor.stack(*[p.grad.square().sum().contiguous() for p in params]).sum().sqrt()
     coef = (self.config.clip / (norm + 1e-6)).minimum(1.0)   # clip the global gradient norm to config.clip
     for p in params: p.grad = p.grad * coef
     Tensor.realize(loss, norm, *self.optimizer.schedule_step())
