@@ -142,7 +142,7 @@ def lm_cells(model: SSMaxConfig, train: TrainConfig, *, task: TextTask, attentio
 
 def cell_signature(cell: dict) -> str:
   """The training step a cell runs, as tuning.py records it (what `make tune` searches for `make lm`)."""
-  return tuning.step_signature(SSMaxConfig.from_options(**cell["model"]), dict(kind="lm", vocab_size=256, tie_weights=True),
+  return tuning.step_signature(SSMaxConfig.from_options(**cell["model"]), dict(kind="lm", vocab_size=TextTask.vocab_size, tie_weights=True),
                                TrainConfig.from_dict(cell["train"]), Device.DEFAULT)
 
 

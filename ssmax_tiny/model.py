@@ -224,7 +224,6 @@ class Linear:
     return matmul_t(x.reshape(-1, d_in), self.weight).reshape(*x.shape[:-1], d_out) + self.bias  # (..., in) -> (N, in) -> (..., out)
 
 
-
 def rope(x: Tensor, positions: Tensor, base: float = 10000.0, fraction: float = 1.0) -> Tensor:
   """Rotary embedding (RoFormer eq. 34, GPT-NeoX's half-split layout) on x [..., T, Hd] at positions [T].
 
@@ -563,7 +562,7 @@ class SSMaxTransformer:
 
   def __init__(self, config: SSMaxConfig):
     self.config = c = config
-    # GPT-2's initialisation: every Linear N(0, 0.02) with zero bias (`linear`); the two projections of each block that
+    # GPT-2's initialisation: every Linear N(0, 0.02) with zero bias (`Linear`); the two projections of each block that
     # write into the residual stream N(0, 0.02 / sqrt(2 L)), so that the stream's variance does not grow with depth
     residual_std = 0.02 / math.sqrt(2 * c.num_layers)
     self.input_proj = Linear(c.embed_dim, c.hidden_size) if c.embed_dim != c.hidden_size else None

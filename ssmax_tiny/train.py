@@ -133,7 +133,7 @@ class Trainer:
                                            ",".join(self.devices) if self.devices else Device.DEFAULT)
     self.tuned = None if config.checkpoint else tuning.tuned_beam(self.signature)
     self.tuned_kernels: dict | None = None   # after the capture of a tuned step: {"hits": kernels read from the cache, "misses": ...}
-    self.searching = False                   # tuning.search: BEAM searches what the cache lacks
+    self.search_min_work: int | None = None  # tuning.search sets it: BEAM searches the kernels this large that the cache lacks
 
   def _train_step(self, tokens: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
     self.optimizer.zero_grad()
@@ -173,7 +173,7 @@ class Trainer:
       elif self.tuned and self._jit.cnt == 1:
         # the capture compiles each kernel with the searched choice from tinygrad's cache, as JITBEAM=n would, or, where the
         # cache lacks a kernel, with the heuristics, never a search (tuning.cached_beam); `make tune` searches the large ones
-        with tuning.cached_beam(self.tuned, tuning.SEARCH_MIN_WORK if self.searching else None) as self.tuned_kernels:
+        with tuning.cached_beam(self.tuned, self.search_min_work) as self.tuned_kernels:
           loss, _ = self._jit(tokens, targets)
       else: loss, _ = self._jit(tokens, targets)
     self.losses.append(float(loss.item()))

@@ -136,7 +136,7 @@ def search(trainer, beam: int) -> dict:
     # and a kernel's search ends when a round gains under 10 us (BEAM_MIN_PROGRESS), so tiny kernels are not searched at length
     os.environ.setdefault("BEAM_LOCAL_MAX", "16")
     os.environ.setdefault("BEAM_MIN_PROGRESS", "10")
-  trainer.tuned, trainer.searching = beam, True
+  trainer.tuned, trainer.search_min_work = beam, SEARCH_MIN_WORK
   for _ in range(2): trainer.train_step()
   record_tuned(trainer.signature, beam)
   return trainer.tuned_kernels
