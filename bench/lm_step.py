@@ -7,7 +7,7 @@ The model and budget are `make lm`'s (ssmax_tiny/cli.py LM_TRAIN and lm.lm_confi
 each tinygrad device present, in a process of its own (DEV=...), and each BEAM setting (0: tinygrad's heuristics;
 tuned: what `make lm` runs after `make tune`, the large kernels searched and read from tinygrad's cache
 (ssmax_tiny/tuning.py); N: JITBEAM=N, every kernel searched once and cached by tinygrad): the step as `make lm` runs it (train.Trainer: the batch
-from numpy, one TinyJit step, the loss read back), SSMax and softmax, median over --repeats steps after warm-up;
+from numpy, one TinyJit step, the loss read back), SSMax and softmax, their steps alternating, median over --repeats steps after warm-up;
 kernels per step; and the share of the step by kernel (bench/profile_step.py's DEBUG=2 replay). Then, when PyTorch is
 installed, the same model with the same weights (logits checked to 1e-4 first), trained eager and under torch.compile
 with the same optimizer. Writes bench/lm_step.json and bench/lm_step.md.
@@ -47,30 +47,36 @@ def worker(args) -> dict:
   template, lm_config, train = config_and_train()
   beam = os.environ.get("JITBEAM") or ("tuned" if os.environ.get("SSMAX_TINY_TUNED") == "1" else 0)
   task, out = TextTask(), dict(device=Device.DEFAULT, beam=beam, rows=[])
+  trainers, warmups = {}, {}
   for attention in ATTENTIONS:
-    trainer = Trainer(build_lm(lm_config(template, attention, "rope", train.train_length), 0), task, train)
+    trainer = trainers[attention] = Trainer(build_lm(lm_config(template, attention, "rope", train.train_length), 0), task, train)
     if attention == "ssmax" and args.state_out:  # the weights and one batch's logits, for PyTorch's parity check
       tokens = Tensor(task.heldout(np.random.default_rng(0), 2, train.train_length))
       np.savez(args.state_out, tokens=tokens.numpy(), logits=trainer.model(tokens).numpy(),
                **{k: v.numpy() for k, v in get_state_dict(trainer.model).items()})
     t0 = time.perf_counter()
     for _ in range(3): trainer.train_step()  # capture and warm-up (JITBEAM searches here, once per kernel)
-    warmup_s = time.perf_counter() - t0
-    times = []
-    for _ in range(args.repeats):
-      t = time.perf_counter(); trainer.train_step(); times.append(time.perf_counter() - t)
+    warmups[attention] = time.perf_counter() - t0
+  # the two steps alternate, so that a slow spell of the machine reaches both alike and their ratio is paired
+  times = {attention: [] for attention in ATTENTIONS}
+  for _ in range(args.repeats):
+    for attention, trainer in trainers.items():
+      t = time.perf_counter(); trainer.train_step(); times[attention].append(time.perf_counter() - t)
+  for attention, trainer in trainers.items():
     GlobalCounters.reset()
     trainer.train_step()
     kernels = GlobalCounters.kernel_count
-    step_s = statistics.median(times)
+    step_s = statistics.median(times[attention])
     row = dict(attention=attention, step_s=step_s, tokens_per_s=train.batch_size * train.train_length / step_s, kernels=kernels,
-               warmup_s=warmup_s, tuned_kernels=trainer.tuned_kernels)
+               warmup_s=warmups[attention], tuned_kernels=trainer.tuned_kernels)
     if beam == "tuned" and not trainer.tuned: raise SystemExit(f"--beam tuned: `make tune` has not recorded {attention}'s step on {Device.DEFAULT}")
     if attention == "ssmax":
       tokens, targets = trainer.next_batch()
       with Context(TRAINING=1), trainer.rng:
         per = kernel_times(lambda: trainer._jit(tokens, targets)[0].item())
       row["profile"] = kernel_table(per, args.top)
+      # SSMax over softmax, paired: the median over repeats of each SSMax step's time over the softmax step's beside it
+      row["paired_ratio"] = statistics.median(b / a for a, b in zip(times["softmax"], times["ssmax"]))
     out["rows"].append(row)
     print(json.dumps({k: v for k, v in row.items() if k != "profile"}), file=sys.stderr, flush=True)
   return out
@@ -157,7 +163,9 @@ def report(results: dict) -> str:
   for dev in results["tinygrad"]:
     ssmax = {r["attention"]: r for r in dev["rows"]}
     lines += ["", f"tinygrad {dev['device']}{label(dev['beam'])}: SSMax over softmax "
-              f"x{ssmax['ssmax']['step_s'] / ssmax['softmax']['step_s']:.3f} in time, {ssmax['ssmax']['kernels'] - ssmax['softmax']['kernels']:+d} "
+              f"x{ssmax['ssmax']['step_s'] / ssmax['softmax']['step_s']:.3f} in time"
+              + (f" (paired, steps alternating: x{ssmax['ssmax']['paired_ratio']:.3f})" if "paired_ratio" in ssmax["ssmax"] else "")
+              + f", {ssmax['ssmax']['kernels'] - ssmax['softmax']['kernels']:+d} "
               f"kernels per step. Where the SSMax step's time goes (DEBUG=2, kernels one at a time):", "", ssmax["ssmax"]["profile"]]
   return "\n".join(lines) + "\n"
 

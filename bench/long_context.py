@@ -4,8 +4,11 @@ at each T, tinygrad (attention in blocks of queries, `attend_blocked`) against
 PyTorch's scaled_dot_product_attention on the same shapes. Each (framework, T) runs in a fresh process, so that its peak
 resident memory (ru_maxrss) is its own.
 
-  python bench/long_context.py [--lengths 1024,4096,16384,32768,65536] [--size edifice|lm] [--frameworks tinygrad,torch] [--out bench/long_context]
+  python bench/long_context.py [--lengths 1024,4096,16384,32768,65536] [--size edifice|lm] [--frameworks tinygrad,torch]
+                               [--out bench/long_context] [--keep]
 
+For tinygrad, also the attention's share of the forward's time (the forward timed again with each attention returning v:
+projections, feed-forward and norms only), and the issue's time target against 4k.
 Writes OUT.json, OUT.md and OUT.png (time and peak memory against T).
 """
 import argparse
@@ -48,8 +51,34 @@ def run_one(framework: str, T: int, size: str = "edifice") -> dict:
     # realize() only queues the kernels on an asynchronous device (CL, CUDA, Metal): wait for them before reading the clock
     t0 = time.perf_counter(); model.forward(x).realize(); Device[Device.DEFAULT].synchronize(); seconds = time.perf_counter() - t0
     device = f"tinygrad {Device.DEFAULT}, query block {model.query_block(1, T)}"
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    # The attention's share of the time: the same forward with attention's T x T part skipped (each attention returns v,
+    # the projections, feed-forward and norms unchanged), timed the same way (after one untimed pass)
+    import ssmax_tiny.model as M
+    M.attend = M.attend_blocked = lambda q, k, v, *args, **kwargs: v
+    model.forward(x).realize(); Device[Device.DEFAULT].synchronize()
+    t0 = time.perf_counter(); model.forward(x).realize(); Device[Device.DEFAULT].synchronize()
+    return dict(framework=framework, T=T, seconds=seconds, per_token_ms=1000 * seconds / T, device=device, peak_rss_mib=peak,
+                attention_share=1 - (time.perf_counter() - t0) / seconds)
   return dict(framework=framework, T=T, seconds=seconds, per_token_ms=1000 * seconds / T, device=device,
               peak_rss_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+
+
+def time_target(rows: list[dict], base: int = 4096) -> list[str]:
+  """The issue's time target, per framework: the time per token at T within 2x of the time per token at 4k scaled as one
+  query's cost grows, the attention's share at 4k times T / 4k and the rest unchanged."""
+  out = []
+  for fw in dict.fromkeys(r["framework"] for r in rows):
+    at = {r["T"]: r for r in rows if r["framework"] == fw}
+    if base not in at or "attention_share" not in at[base]: continue
+    share = at[base]["attention_share"]
+    for T in sorted(t for t in at if t > base):
+      expected = (1 - share) + share * T / base
+      ratio = at[T]["per_token_ms"] / at[base]["per_token_ms"]
+      verdict = "met" if ratio <= 2 * expected else "missed"
+      out.append(f"\n{fw}, T = {T}: time per token x{ratio:.2f} that at {base} (attention's share there {100 * share:.0f}%, so "
+                 f"x{expected:.2f} if one query's cost grows as T; target at most x{2 * expected:.2f}: {verdict})")
+  return out
 
 
 def plot(rows: list[dict], path: Path, size: dict) -> bool:
@@ -79,14 +108,18 @@ def main():
   p.add_argument("--out", type=Path, default=ROOT / "bench" / "long_context", help="OUT.json, OUT.md, OUT.png (default bench/long_context)")
   p.add_argument("--size", choices=tuple(SIZES), default="edifice",
                  help="edifice: the Edifice default (hidden 256, 4 heads, 6 layers); lm: make lm's transformer (hidden 64, 4 heads, 2 layers)")
+  p.add_argument("--keep", action="store_true", help="keep OUT.json's rows of the lengths not run now (a length re-run on its own)")
   p.add_argument("--one", default=None, help=argparse.SUPPRESS)  # framework:T, run in this process (the driver's children)
   a = p.parse_args()
   if a.one:
     fw, T = a.one.split(":")
     print(json.dumps(run_one(fw, int(T), a.size)))
     return
+  lengths = [int(t) for t in a.lengths.split(",")]
   rows = []
-  for T in [int(t) for t in a.lengths.split(",")]:
+  if a.keep and a.out.with_suffix(".json").exists():
+    rows = [r for r in json.loads(a.out.with_suffix(".json").read_text()) if r["T"] not in lengths]
+  for T in lengths:
     for fw in a.frameworks.split(","):
       out = subprocess.run([sys.executable, __file__, "--one", f"{fw}:{T}", "--size", a.size], capture_output=True, text=True, env=os.environ)
       if out.returncode != 0:
@@ -96,8 +129,11 @@ def main():
       r = rows[-1]
       print(f"{fw:>8} T = {T:>6}: {r['seconds']:8.2f} s  {r['per_token_ms']:7.3f} ms/token  peak {r['peak_rss_mib']:8.0f} MiB  "
             f"({r['device']})", flush=True)
-  lines = ["| T | framework | forward s | ms per token | peak memory MiB | notes |", "|---|---|---|---|---|---|"]
-  lines += [f"| {r['T']} | {r['framework']} | {r['seconds']:.2f} | {r['per_token_ms']:.3f} | {r['peak_rss_mib']:.0f} | {r['device']} |" for r in rows]
+  rows.sort(key=lambda r: r["T"])  # stable: each length's frameworks in the order run
+  lines = ["| T | framework | forward s | ms per token | peak memory MiB | attention's share | notes |", "|---|---|---|---|---|---|---|"]
+  lines += [f"| {r['T']} | {r['framework']} | {r['seconds']:.2f} | {r['per_token_ms']:.3f} | {r['peak_rss_mib']:.0f} | "
+            f"{'%.0f%%' % (100 * r['attention_share']) if 'attention_share' in r else ''} | {r['device']} |" for r in rows]
+  lines += time_target(rows)
   a.out.parent.mkdir(parents=True, exist_ok=True)
   a.out.with_suffix(".json").write_text(json.dumps(rows, indent=1))
   a.out.with_suffix(".md").write_text("\n".join(lines) + "\n")

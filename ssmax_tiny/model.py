@@ -35,6 +35,7 @@ Reading order: 1. the SSMax function (`compute`); 2. the SSMax module (`SSMax`);
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass, fields, replace
 from typing import NamedTuple
@@ -46,6 +47,7 @@ from tinygrad.helpers import TRAINING
 from tinygrad.nn.optim import AdamW, OptimizerGroup
 from tinygrad.nn.state import get_parameters, get_state_dict
 
+from ssmax_tiny import host_memory
 from ssmax_tiny.checks import check_bool, check_choice, check_int, check_number, translate_renamed
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -285,6 +287,10 @@ def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, causal: 
 SCORE_BUDGET = 1 << 26
 
 
+# Scores of one layer above which an inference forward realises each block's output before the next (2^22 floats, 16 MiB)
+LAYER_SCORES = 1 << 22
+
+
 def default_query_block(batch: int, heads: int, T: int, T_k: int) -> int:
   """Queries per block so that one block of scores [B, H, C, T_k] holds at most SCORE_BUDGET floats: T (one block, the
   materialised path) when the whole matrix fits, else a multiple of 16 (at least 16)."""
@@ -299,20 +305,24 @@ def attend_blocked(q: Tensor, k: Tensor, v: Tensor, query_block: int, start_pos:
   `attend` (a row's softmax needs only its own scores; score_mod and the padding mask see absolute positions), so the
   result is the same; a block's queries see no key after its last row, so the keys are cut near there. Realising breaks the
   autograd graph: inference and prefill only."""
-  T = q.shape[2]
+  B, H, T, Hd = q.shape
   q, k, v = (t.contiguous().realize() for t in (q, k, v))  # computed once, read by every block
   # Each distinct number of keys is a new shape, and tinygrad compiles new kernels for each: with many blocks, the keys
   # are cut at a multiple of `step` instead (the causal mask hides the extra ones), so at most 8 shapes are compiled
   step = query_block * math.ceil(math.ceil(T / query_block) / 8)
+  # The block's first query, a bound Variable: a constant offset would make each block's kernels new ones (compiled, and
+  # held in tinygrad's caches, once per block: 256 blocks per layer at T = 65,536); symbolic, blocks of one shape share them
+  first = Variable("query_block_start", 0, T - 1)
   blocks = []
   # Every block has its own number of keys, so its scores have their own size; tinygrad's allocator keeps freed buffers
   # for reuse by size (LRUAllocator, tinygrad/device.py), which here would hold one of each, T^2/2 in all. LRU=0 frees them.
   with Context(LRU=0):
     for c0 in range(0, T, query_block):
-      c1 = min(T, c0 + query_block)
+      c1, c = min(T, c0 + query_block), first.bind(c0)
       # row c1 - 1 sees keys 0..start_pos + c1 - 1; more are cut off by the causal mask, which a one-row block has not
       keys = start_pos + (c1 if c1 - c0 == 1 else min(T, math.ceil(c1 / step) * step))
-      blocks.append(attend(q[:, :, c0:c1], k[:, :, :keys], v[:, :, :keys], causal=True, start_pos=start_pos + c0,
+      q_block = q.shrink(((0, B), (0, H), (c, c + c1 - c0), (0, Hd)))              # (B, H, c1 - c0, Hd)
+      blocks.append(attend(q_block, k[:, :, :keys], v[:, :, :keys], causal=True, start_pos=start_pos + c,
                            score_mod=score_mod, lengths=lengths).realize())
   return Tensor.cat(*blocks, dim=2)                                                 # (B, H, T, Hd)
 
@@ -411,6 +421,10 @@ class SSMaxAttention:
     if (c := self.query_scale(x.shape[1], start_pos, lengths)) is not None:
       # (c_i q_i) . k_j = c_i z_ij. contiguous_backward realises the gradient that reaches q's projection (dq * c) once;
       # left lazy, both matmuls that read it recompute it with a per-row index in their loops
+      # In training c itself is realised first (one [T, 1] kernel): the backward kernels that read it would otherwise each
+      # recompute log n per element inside their loops (the step took x1.05 to x1.12 softmax's time, now x1.006 to x1.025;
+      # bench/lm_step.py). At inference it stays lazy, so SSMax adds no kernel to the forward pass.
+      if TRAINING: c = c.contiguous()
       q = q.contiguous_backward() * c                                                # (B, H, T, Hd) * (T, 1)
     if query_block is not None and query_block < x.shape[1]:
       return self._merge(attend_blocked(q, k, v, query_block, start_pos, self.score_mod, lengths))
@@ -589,10 +603,17 @@ class SSMaxTransformer:
     if lengths is not None and cache is not None: raise ValueError("lengths (padding) is not supported with a KV cache")
     layer_caches = cache.layers if cache is not None else [None] * len(self.blocks)
     query_block = self.query_block(x.shape[0], x.shape[1], start_pos)
-    for i, (block, layer_cache) in enumerate(zip(self.blocks, layer_caches)):
-      h = block(h, start_pos, layer_cache, fold_scale, query_block, lengths, weights)
-      if i < len(self.blocks) - 1: h = h.dropout(self.config.dropout)  # between blocks, not after the last
-    return self.ln_f(h)
+    # An eager forward is one schedule, and tinygrad holds each realised attention matrix of a schedule to its end
+    # (held_bufs, tinygrad/schedule/__init__.py): one per layer. At inference with large scores, each block's output is
+    # realised before the next block runs, so that one layer's matrix is alive at a time, and host memory freed on the
+    # way goes back to the system (host_memory.py; README, Numerics and memory)
+    by_layer = query_block is not None and x.shape[0] * self.config.num_heads * x.shape[1] * (start_pos + x.shape[1]) > LAYER_SCORES
+    with host_memory.returned() if by_layer else contextlib.nullcontext():
+      for i, (block, layer_cache) in enumerate(zip(self.blocks, layer_caches)):
+        h = block(h, start_pos, layer_cache, fold_scale, query_block, lengths, weights)
+        if i < len(self.blocks) - 1: h = h.dropout(self.config.dropout)  # between blocks, not after the last
+        if by_layer: h = h.realize()
+      return self.ln_f(h).realize() if by_layer else self.ln_f(h)
 
   @staticmethod
   def check_lengths(lengths, batch: int, T: int) -> Tensor | None:

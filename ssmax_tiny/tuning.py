@@ -143,15 +143,16 @@ def search(trainer, beam: int) -> dict:
 
 
 def tune_cells(cells: list[dict], signature_of, trainer_of, beam: int, progress: bool = True) -> int:
-  """Search each distinct training step of a grid (cells that differ only in seed share one), skipping steps already
-  recorded with this width; returns how many were searched."""
+  """Search each distinct training step of a grid (cells that differ only in seed share one); returns how many. A step
+  recorded before is searched again: its kernels still in tinygrad's cache are read back in seconds, and those the code
+  changed since (a record names the configuration, not the kernels) are searched."""
   steps: dict[str, dict] = {}
   for cell in cells: steps.setdefault(signature_of(cell), cell)
-  todo = [cell for sig, cell in steps.items() if tuned_beam(sig) != beam]
-  print(f"{len(steps)} distinct training steps, {len(steps) - len(todo)} already tuned with BEAM={beam}; searching {len(todo)} "
-        f"(minutes each on a CPU the first time; the cache is at {CACHEDB})")
-  for cell in tqdm(todo, desc=f"BEAM={beam} search", disable=not progress):
+  recorded = sum(tuned_beam(sig) == beam for sig in steps)
+  print(f"{len(steps)} distinct training steps ({recorded} recorded with BEAM={beam} before: their kernels still in the cache are "
+        f"read back, not searched); minutes per new kernel on a CPU (the cache is at {CACHEDB})")
+  for cell in tqdm(steps.values(), desc=f"BEAM={beam} search", disable=not progress):
     counts = search(trainer_of(cell), beam)
     tqdm.write(f"  kernels: {counts['searched']} searched, {counts['hits']} already in the cache, {counts['misses']} too small "
                "to search (heuristics)")
-  return len(todo)
+  return len(steps)

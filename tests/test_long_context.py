@@ -73,6 +73,20 @@ def test_default_block_keeps_one_block_of_scores_within_budget():
   assert st.build(8, **TINY).query_block(1, 6) == 6
 
 
+
+def test_blocks_of_one_shape_share_their_kernels():
+  # each block's first query is a bound Variable, so blocks with the same number of keys run the same compiled kernels;
+  # with the offset a constant, twice the blocks compiled twice the kernels (held in memory; at T = 65,536, 512 sets)
+  from tinygrad.codegen import to_program_cache
+  q, k, v = (Tensor.randn(1, 2, 64, 12).realize() for _ in range(3))
+  want = st.attend(q, k, v, causal=True).numpy()
+  compiled = {}
+  for block in (8, 4):   # 8 and 16 blocks; both cut the keys at multiples of 8 (8 lengths)
+    before = len(to_program_cache)
+    np.testing.assert_allclose(attend_blocked(q, k, v, block).numpy(), want, atol=TOL)
+    compiled[block] = len(to_program_cache) - before
+  assert 0 < compiled[4] <= compiled[8], compiled
+
 def test_rows_with_no_key_get_zero_weights_and_finite_gradients():
   z = Tensor.randn(2, 3, 4, 5).realize()
   mask = Tensor(np.array([[True] * 5, [False] * 5, [True, False, True, False, False], [False] * 5]))
@@ -114,3 +128,29 @@ def test_blocked_forward_needs_less_memory_than_the_materialised_one():
   blocked, grew_b = _peak("--query-block", "256")
   assert materialised["query_block"] == 4096 and blocked["query_block"] == 256
   assert grew_b < 0.6 * materialised["attention_matrix_mib"] and grew_b < grew_m / 3, (grew_b, grew_m)
+
+
+HOST_MEMORY = """
+import ctypes
+from ssmax_tiny import host_memory
+libc = ctypes.CDLL(None); libc.malloc.restype = ctypes.c_void_p; libc.free.argtypes = [ctypes.c_void_p]
+def rss(): return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmRSS")) / 1024
+def touch_and_free(mib):
+  p = libc.malloc(mib << 20); ctypes.memset(p, 1, mib << 20); libc.free(p)
+touch_and_free(24)   # a mapped block freed: glibc raises its mmap threshold to 24 MiB
+r0 = rss(); touch_and_free(8); kept = rss() - r0
+with host_memory.returned():
+  r1 = rss(); touch_and_free(8); kept_inside = rss() - r1
+print(kept, kept_inside)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists() or __import__("platform").libc_ver()[0] != "glibc", reason="glibc on Linux")
+def test_host_memory_freed_inside_returned_goes_back_to_the_system():
+  # what PoCL's buffers go through (host_memory.py): after a large block is freed, glibc keeps blocks up to that size in
+  # its heap when they are freed; inside returned() they are unmapped at once. In a fresh process, so the heap is known
+  env = {k: v for k, v in __import__("os").environ.items() if k != "MALLOC_MMAP_THRESHOLD_"}
+  out = subprocess.run([sys.executable, "-c", HOST_MEMORY], capture_output=True, text=True, timeout=60, env=env)
+  assert out.returncode == 0, out.stderr
+  kept, kept_inside = map(float, out.stdout.split())
+  assert kept > 7 and kept_inside < 1, (kept, kept_inside)

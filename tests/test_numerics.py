@@ -1,5 +1,6 @@
 """Numerics: half-precision inputs, logits across each dtype's range, n up to 1e6, and memory at T = 4096."""
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -52,11 +53,13 @@ def test_masked_rows_with_extreme_logits():
 
 
 def test_long_sequence_memory_stays_within_readme_bound():
-  # README: at T = 4096, B = 1 (hidden 32, 2 heads, 2 layers) an eager forward pass holds one attention matrix per
-  # layer plus one (3 x 128 MiB) above the memory it started with; measured 3.15 (273 / 404 / 534 MiB for 1 / 2 / 3
-  # layers). It was 1.2 before `attend` realised the weights (3x faster); README says why and what it costs.
-  out = subprocess.run([sys.executable, "bench/long_sequence.py", "--T", "4096"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+  # README: at T = 4096, B = 1 (hidden 32, 2 heads) an eager forward pass realises each block's output before the next
+  # block, so one attention matrix (128 MiB) is alive at a time, whatever the layers: measured 2.13 matrices above the
+  # memory it started with at 1, 2 and 3 layers (one forward pass as one schedule held one per layer plus one: 3.15 at 2).
+  # On the CPU device, whose buffers live in this process (PoCL also compiles in-process, which adds noise)
+  out = subprocess.run([sys.executable, "bench/long_sequence.py", "--T", "4096", "--layers", "3"], cwd=ROOT, capture_output=True,
+                       text=True, timeout=600, env={**os.environ, "DEV": "CPU"})
   assert out.returncode == 0, out.stderr
   r = json.loads(out.stdout.strip().splitlines()[-1])
   assert r["finite"]
-  assert r["peak_rss_mib"] - r["rss_before_forward_mib"] < (r["layers"] + 1.5) * r["attention_matrix_mib"], r
+  assert r["peak_rss_mib"] - r["rss_before_forward_mib"] < 2.5 * r["attention_matrix_mib"], r
