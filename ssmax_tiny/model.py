@@ -285,10 +285,7 @@ def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, causal: 
 # Scores one block of queries may hold at inference before the queries are split into blocks: 2^26 floats, 256 MiB in
 # float32 (at 4 heads, batch 1: the whole matrix up to T = 4096, then 2048 queries at a time at 8192, 256 at 65,536).
 SCORE_BUDGET = 1 << 26
-
-
-# Scores of one layer above which an inference forward realises each block's output before the next (2^22 floats, 16 MiB)
-LAYER_SCORES = 1 << 22
+LAYER_SCORES = 1 << 22  # one layer's scores above which an inference forward realises block by block (16 MiB; `hidden`)
 
 
 def default_query_block(batch: int, heads: int, T: int, T_k: int) -> int:
@@ -419,11 +416,10 @@ class SSMaxAttention:
     if not fold_scale: return self.explicit(x, start_pos, cache, lengths).output
     q, k, v = self._qkv(x, start_pos, cache)
     if (c := self.query_scale(x.shape[1], start_pos, lengths)) is not None:
-      # (c_i q_i) . k_j = c_i z_ij. contiguous_backward realises the gradient that reaches q's projection (dq * c) once;
-      # left lazy, both matmuls that read it recompute it with a per-row index in their loops
-      # In training c itself is realised first (one [T, 1] kernel): the backward kernels that read it would otherwise each
-      # recompute log n per element inside their loops (the step took x1.05 to x1.12 softmax's time, now x1.006 to x1.025;
-      # bench/lm_step.py). At inference it stays lazy, so SSMax adds no kernel to the forward pass.
+      # (c_i q_i) . k_j = c_i z_ij. Left lazy, the kernels that read dq * c, or c in training, recompute them (log n
+      # included) per element in their loops: contiguous_backward realises dq * c once, and in training c is realised
+      # first (SSMax's step x1.05-1.12 softmax's before, x1.006-1.025 now, bench/lm_step.py); at inference c stays
+      # lazy, so SSMax adds no kernel to the forward pass
       if TRAINING: c = c.contiguous()
       q = q.contiguous_backward() * c                                                # (B, H, T, Hd) * (T, 1)
     if query_block is not None and query_block < x.shape[1]:

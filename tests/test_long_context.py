@@ -1,6 +1,8 @@
 """Attention in blocks of queries (memory that does not grow with T squared) equals the materialised attention; rows with
 no key to attend get zero weights and finite gradients; bad block sizes are refused."""
 import json
+import os
+import platform
 import subprocess
 import sys
 from dataclasses import asdict
@@ -113,7 +115,7 @@ def test_bad_query_block_is_refused(bad):
 
 def _peak(*args):
   out = subprocess.run([sys.executable, "bench/long_sequence.py", "--T", "4096", *args], cwd=ROOT, capture_output=True, text=True,
-                       timeout=600, env={**__import__("os").environ, "DEV": "CPU"})
+                       timeout=600, env={**os.environ, "DEV": "CPU"})
   assert out.returncode == 0, out.stderr
   r = json.loads(out.stdout.strip().splitlines()[-1])
   assert r["finite"]
@@ -145,11 +147,11 @@ print(kept, kept_inside)
 """
 
 
-@pytest.mark.skipif(not Path("/proc/self/status").exists() or __import__("platform").libc_ver()[0] != "glibc", reason="glibc on Linux")
+@pytest.mark.skipif(not Path("/proc/self/status").exists() or platform.libc_ver()[0] != "glibc", reason="glibc on Linux")
 def test_host_memory_freed_inside_returned_goes_back_to_the_system():
   # what PoCL's buffers go through (host_memory.py): after a large block is freed, glibc keeps blocks up to that size in
   # its heap when they are freed; inside returned() they are unmapped at once. In a fresh process, so the heap is known
-  env = {k: v for k, v in __import__("os").environ.items() if k != "MALLOC_MMAP_THRESHOLD_"}
+  env = {k: v for k, v in os.environ.items() if k != "MALLOC_MMAP_THRESHOLD_"}
   out = subprocess.run([sys.executable, "-c", HOST_MEMORY], capture_output=True, text=True, timeout=60, env=env)
   assert out.returncode == 0, out.stderr
   kept, kept_inside = map(float, out.stdout.split())
