@@ -116,6 +116,8 @@ def _train_args(p: argparse.ArgumentParser, steps: int, d: TrainConfig = TRAIN_D
     g.add_argument("--data", default=None, help="text to train on: a file, a folder or a glob (default: Python's own documentation, "
                    "pydoc_data.topics); the last 10%% of each file is held out")
     g.add_argument("--passkey-rate", type=float, default=0.25, help="share of each batch that carries a pass key (default 0.25)")
+    g.add_argument("--answer-weight", type=float, default=0.0,
+                   help="extra loss weight on the pass key's answer digits (default 0: plain next-byte loss; README: retrieval)")
   else: g.add_argument("--task", choices=TASKS, default="needle", help="retrieval task (default needle)")
   g.add_argument("--steps", type=_positive_int, default=steps, help=f"training steps (default {steps})")
   g.add_argument("--batch-size", type=_positive_int, default=d.batch_size, help=f"sequences per step (default {d.batch_size})")
@@ -254,7 +256,7 @@ def cmd_train(args) -> int:
 
 def cmd_lm(args) -> int:
   def new_trainer() -> Trainer:
-    task = TextTask(data=args.data, passkey_rate=args.passkey_rate)
+    task = TextTask(data=args.data, passkey_rate=args.passkey_rate, answer_weight=args.answer_weight)
     task.check_length(args.train_length)
     return Trainer(build_lm(model_config(args, args.attention), args.seed, tie_weights=not args.no_tie), task, train_config(args, args.seed))
   trainer = run_training(args, new_trainer)
@@ -274,7 +276,8 @@ def cmd_lm(args) -> int:
 
 
 def cmd_lm_compare(args) -> int:
-  results = compare(model_config(args, "softmax"), train_config(args, 0), task=TextTask(data=args.data, passkey_rate=args.passkey_rate),
+  task = TextTask(data=args.data, passkey_rate=args.passkey_rate, answer_weight=args.answer_weight)
+  results = compare(model_config(args, "softmax"), train_config(args, 0), task=task,
                     attentions=args.attentions, positionals=args.positionals, seeds=args.seeds, factor=args.factor, windows=args.windows,
                     samples=args.samples, out=args.out, progress=not args.no_progress, **_runner(args))
   return 1 if "failed" in results else 0

@@ -139,10 +139,10 @@ class Trainer:
     self.optimizer.zero_grad()
     params = self.optimizer.params
     if self.config.checkpoint:
-      loss, grads = checkpointed_gradients(self.model, tokens, targets, params, self.rng)
+      loss, grads = checkpointed_gradients(self.model, tokens, targets, params, self.rng, self.objective)
       for p, g in zip(params, grads): p.grad = g
     else:
-      loss = self.model(tokens).sparse_categorical_crossentropy(targets)
+      loss = self.objective(self.model(tokens), targets)
       loss.backward()
     # each parameter's sum of squares in a kernel of its own (contiguous): left lazy, tinygrad fuses them all into one
     # kernel with a loop per parameter, which PoCL failed to link at hidden 128, 4 layers (README, Long context)
@@ -151,6 +151,10 @@ class Trainer:
     for p in params: p.grad = p.grad * coef
     Tensor.realize(loss, norm, *self.optimizer.schedule_step())
     return loss, norm
+
+  def objective(self, logits: Tensor, targets: Tensor) -> Tensor:
+    """The training loss: the task's own (TextTask.loss, which can weigh the pass key's answer), else the mean cross-entropy."""
+    return self.task.loss(logits, targets) if isinstance(self.task, TextTask) else logits.sparse_categorical_crossentropy(targets)
 
   def _to_devices(self, t: Tensor, axis: int | None) -> Tensor:
     if self.devices is None: return t
@@ -212,7 +216,8 @@ class Trainer:
     self.step, self.losses = int(meta["step"]), [float(x) for x in meta["losses"]]
 
 
-def checkpointed_gradients(model, tokens: Tensor, targets: Tensor, params: list[Tensor], rng: DropoutRNG) -> tuple[Tensor, list[Tensor]]:
+def checkpointed_gradients(model, tokens: Tensor, targets: Tensor, params: list[Tensor], rng: DropoutRNG,
+                           objective=lambda logits, targets: logits.sparse_categorical_crossentropy(targets)) -> tuple[Tensor, list[Tensor]]:
   """The loss and the gradients of `params`, with activation checkpointing (Chen et al. 2016, arXiv:1604.06174; what
   torch.utils.checkpoint does per block): the forward keeps only each block's input, realised, and frees the rest; the
   backward runs block by block from the top, recomputing that block's forward from its input, so that at most one
@@ -253,7 +258,7 @@ def checkpointed_gradients(model, tokens: Tensor, targets: Tensor, params: list[
     h = block(i, inputs[-1]).contiguous().realize()
   after = counters()
   top_in, top = h.detach(), of(tr.ln_f, getattr(model, "head", None) or model.embed)  # a tied head is the embedding
-  loss = model.logits_from(tr.ln_f(top_in)).sparse_categorical_crossentropy(targets)
+  loss = objective(model.logits_from(tr.ln_f(top_in)), targets)
   *g_params, g = loss.gradient(*top, top_in)
   Tensor.realize(loss, g)
   accumulate(g_params, top)

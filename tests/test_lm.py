@@ -152,6 +152,19 @@ def test_passkey_layout():
   assert buckets(np.arange(64.0), 8) == {"[0,4)": 1.5, "[4,8)": 5.5, "[8,16)": 11.5, "[16,32)": 23.5, "[32,64)": 47.5}
 
 
+def test_answer_weight_adds_the_keyed_rows_answer_loss():
+  """TextTask.loss = mean cross-entropy + answer_weight x the mean cross-entropy of the keyed rows' last DIGITS targets,
+  against numpy in float64; with answer_weight 0 it is the plain mean."""
+  rng = np.random.default_rng(0)
+  logits, targets = rng.normal(size=(4, 12, 256)) * 3, rng.integers(0, 256, size=(4, 12))
+  ce = np.log(np.exp(logits).sum(-1)) - np.take_along_axis(logits, targets[..., None], -1)[..., 0]       # (B, T) in float64
+  for rate, weight, want in [(0.5, 3.0, ce.mean() + 3.0 * ce[:2, -DIGITS:].mean()), (0.25, 3.0, ce.mean() + 3.0 * ce[:1, -DIGITS:].mean()),
+                             (0.5, 0.0, ce.mean()), (0.0, 3.0, ce.mean())]:
+    got = TextTask(passkey_rate=rate, answer_weight=weight).loss(Tensor(logits.astype(np.float32)), Tensor(targets)).item()
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+  with pytest.raises(ValueError, match="answer_weight"): TextTask(answer_weight=-1.0)
+
+
 def test_lm_resume_equals_an_uninterrupted_run(tmp_path):
   config, train = st.SSMaxConfig(**{**LM, "dropout": 0.1}), TrainConfig(steps=6, batch_size=2, train_length=16, warmup=2)
   task = TextTask()
