@@ -238,10 +238,11 @@ def rope(x: Tensor, positions: Tensor, base: float = 10000.0, fraction: float = 
   if r == 0: return x
   half = r // 2
   inv_freq = [base ** (-2.0 * (i % half) / d) for i in range(r)] + [0.0] * (d - r)   # (Hd,) both halves share freqs
-  angle = positions.cast("float32").reshape(-1, 1) * Tensor(inv_freq).reshape(1, d)  # (T, Hd)
+  # the tables live on x's device(s): replicated where a data-parallel batch is sharded across devices
+  angle = positions.cast("float32").reshape(-1, 1) * Tensor(inv_freq, device=x.device).reshape(1, d)  # (T, Hd)
   rotate = [[0.0] * d for _ in range(d)]
   for i in range(half): rotate[i + half][i], rotate[i][i + half] = -1.0, 1.0        # x @ R = [-x2, x1] on the first r
-  return x * angle.cos() + (x @ Tensor(rotate)) * angle.sin()
+  return x * angle.cos() + (x @ Tensor(rotate, device=x.device)) * angle.sin()
 
 
 def causal_mask(scores: Tensor, start_pos: int | Tensor = 0) -> Tensor | None:
@@ -396,7 +397,7 @@ class SSMaxAttention:
     q, k, v = self._heads(self.q(x)), self._heads(self.k(x)), self._heads(self.v(x))  # each (B, H, T, Hd)
     if self.q_norm is not None: q, k = self.q_norm(q), self.k_norm(k)
     if self.positional == "rope":
-      at = Tensor.arange(T) + start_pos
+      at = Tensor.arange(T).to(x.device) + start_pos
       q, k = rope(q, at, self.rope_base, self.rope_fraction), rope(k, at, self.rope_base, self.rope_fraction)
     if cache is not None:
       # write this step's keys and values into the cache, then read back all of them (tinygrad/llm/model.py does the same)

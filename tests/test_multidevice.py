@@ -15,14 +15,15 @@ TASK = make_task("needle")
 pytestmark = pytest.mark.skipif(not Device.DEFAULT.startswith("CPU"), reason="the two-device check uses CPU:0,CPU:1 (DEV=CPU)")
 
 
-def _trainer(devices, steps=4, dropout=0.0):
-  mc = SSMaxConfig(embed_dim=16, hidden_size=16, num_heads=2, num_layers=1, dropout=dropout, window_size=12)
+def _trainer(devices, steps=4, dropout=0.0, positional="none"):
+  mc = SSMaxConfig(embed_dim=16, hidden_size=16, num_heads=2, num_layers=1, dropout=dropout, window_size=12, positional=positional)
   tc = TrainConfig(steps=steps, batch_size=8, train_length=12, seed=0)
   return Trainer(build_token_model(TASK, mc, 0), TASK, tc, devices=devices)
 
 
-def test_two_cpu_devices_give_the_loss_and_gradients_of_one():
-  one, two = _trainer(None), _trainer("CPU:0,CPU:1")
+@pytest.mark.parametrize("positional", ["none", "rope"])  # RoPE's tables must follow the batch onto its devices
+def test_two_cpu_devices_give_the_loss_and_gradients_of_one(positional):
+  one, two = _trainer(None, positional=positional), _trainer("CPU:0,CPU:1", positional=positional)
   assert two.devices == ("CPU", "CPU:1")
   tokens, targets = TASK.batch(batch_rng(0, 0), 8, 12)
   grads = []
