@@ -66,6 +66,10 @@ class RetrievalTask:
     tokens[:, -1] = self.query_token(keys[np.arange(B), asked])
     return tokens.astype(np.int32), values[np.arange(B), asked].astype(np.int32)
 
+  def loss(self, logits, targets):
+    """The training loss of a batch (logits [B, num_classes], targets [B], tinygrad Tensors): the mean cross-entropy."""
+    return logits.sparse_categorical_crossentropy(targets)
+
   def to_dict(self) -> dict: return asdict(self)
 
 

@@ -139,10 +139,10 @@ class Trainer:
     self.optimizer.zero_grad()
     params = self.optimizer.params
     if self.config.checkpoint:
-      loss, grads = checkpointed_gradients(self.model, tokens, targets, params, self.rng, self.objective)
+      loss, grads = checkpointed_gradients(self.model, tokens, targets, params, self.rng, self.task.loss)
       for p, g in zip(params, grads): p.grad = g
     else:
-      loss = self.objective(self.model(tokens), targets)
+      loss = self.task.loss(self.model(tokens), targets)   # the task's own (TextTask's can weigh the pass key's answer)
       loss.backward()
     # each parameter's sum of squares in a kernel of its own (contiguous): left lazy, tinygrad fuses them all into one
     # kernel with a loop per parameter, which PoCL failed to link at hidden 128, 4 layers (README, Long context)
@@ -151,10 +151,6 @@ class Trainer:
     for p in params: p.grad = p.grad * coef
     Tensor.realize(loss, norm, *self.optimizer.schedule_step())
     return loss, norm
-
-  def objective(self, logits: Tensor, targets: Tensor) -> Tensor:
-    """The training loss: the task's own (TextTask.loss, which can weigh the pass key's answer), else the mean cross-entropy."""
-    return self.task.loss(logits, targets) if isinstance(self.task, TextTask) else logits.sparse_categorical_crossentropy(targets)
 
   def _to_devices(self, t: Tensor, axis: int | None) -> Tensor:
     if self.devices is None: return t
@@ -216,14 +212,14 @@ class Trainer:
     self.step, self.losses = int(meta["step"]), [float(x) for x in meta["losses"]]
 
 
-def checkpointed_gradients(model, tokens: Tensor, targets: Tensor, params: list[Tensor], rng: DropoutRNG,
-                           objective=lambda logits, targets: logits.sparse_categorical_crossentropy(targets)) -> tuple[Tensor, list[Tensor]]:
-  """The loss and the gradients of `params`, with activation checkpointing (Chen et al. 2016, arXiv:1604.06174; what
-  torch.utils.checkpoint does per block): the forward keeps only each block's input, realised, and frees the rest; the
-  backward runs block by block from the top, recomputing that block's forward from its input, so that at most one
-  block's activations are held at a time. Each stage is realised before the next, because tinygrad's memory planner
-  holds every buffer of one schedule to its end. Each block's dropout draws are replayed: the RNG counters are saved
-  before the block's forward and restored before its recomputation. Same gradients as loss.backward() (test).
+def checkpointed_gradients(model, tokens: Tensor, targets: Tensor, params: list[Tensor], rng: DropoutRNG, loss_of) -> tuple[Tensor, list[Tensor]]:
+  """The loss (`loss_of(logits, targets)`: the task's) and the gradients of `params`, with activation checkpointing
+  (Chen et al. 2016, arXiv:1604.06174; what torch.utils.checkpoint does per block): the forward keeps only each block's
+  input, realised, and frees the rest; the backward runs block by block from the top, recomputing that block's forward
+  from its input, so that at most one block's activations are held at a time. Each stage is realised before the next,
+  because tinygrad's memory planner holds every buffer of one schedule to its end. Each block's dropout draws are
+  replayed: the RNG counters are saved before the block's forward and restored before its recomputation. Same gradients
+  as loss.backward() (test).
 
   Wrapping each block in tinygrad's `function` (tinygrad/function.py), whose backward recomputes the body, gave the same
   gradients but no saving: forward and backward end up in one schedule, and its buffers are all held."""
@@ -258,7 +254,7 @@ def checkpointed_gradients(model, tokens: Tensor, targets: Tensor, params: list[
     h = block(i, inputs[-1]).contiguous().realize()
   after = counters()
   top_in, top = h.detach(), of(tr.ln_f, getattr(model, "head", None) or model.embed)  # a tied head is the embedding
-  loss = objective(model.logits_from(tr.ln_f(top_in)), targets)
+  loss = loss_of(model.logits_from(tr.ln_f(top_in)), targets)
   *g_params, g = loss.gradient(*top, top_in)
   Tensor.realize(loss, g)
   accumulate(g_params, top)
