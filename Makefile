@@ -46,7 +46,7 @@ bench: $(STAMP)  ## side by side: tinygrad on each device present, numpy sgemm, 
 
 tune: $(STAMP)  ## BEAM-search the large kernels of make lm's and make demo's training steps once (cached by tinygrad; later runs use them on their own), then make lm's step tuned against the heuristics and PyTorch -> bench/lm_step_tuned.{json,md}
 	$(PY) -m pip install -q -e '.[torch]'
-	$(PY) -m ssmax_tiny lm-compare --tune-kernels $(ARGS)
+	$(PY) -m ssmax_tiny lm-compare --tune-kernels --positionals rope,p-rope,none $(ARGS)
 	$(PY) -m ssmax_tiny demo --tune-kernels $(ARGS)
 	$(PY) bench/lm_step.py --beam 0,tuned --devices $$($(PY) -c "from tinygrad import Device; print(Device.DEFAULT)") --out bench/lm_step_tuned
 

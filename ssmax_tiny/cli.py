@@ -16,7 +16,7 @@ from tinygrad import Device
 
 from ssmax_tiny import checkpoint, report, tuning
 from ssmax_tiny.demo import run_demo
-from ssmax_tiny.lm import LM_ATTENTIONS, build_lm, compare, evaluate_lm
+from ssmax_tiny.lm import LM_ATTENTIONS, LM_POSITIONALS, build_lm, compare, evaluate_lm
 from ssmax_tiny.model import ATTENTIONS, N_MODES, POSITIONALS, SSMaxConfig
 from ssmax_tiny.tasks import TASKS, make_task
 from ssmax_tiny.text import TextTask
@@ -88,7 +88,7 @@ class _Renamed(argparse.Action):
     setattr(namespace, self.dest, value)
 
 
-def _model_args(p: argparse.ArgumentParser, positional: bool = True, hidden: int = 32, lm: bool = False) -> None:
+def _model_args(p: argparse.ArgumentParser, positional: bool = True, hidden: int = 32, lm: bool = False, grid: bool = False) -> None:
   g = p.add_argument_group("model (Edifice's build options, then ours)")
   g.add_argument("--hidden", type=_positive_int, default=hidden, help=f"hidden_size, also the token embedding width (default {hidden})")
   g.add_argument("--heads", type=_positive_int, default=4, help="num_heads (default 4)")
@@ -105,7 +105,9 @@ def _model_args(p: argparse.ArgumentParser, positional: bool = True, hidden: int
   g.add_argument("--fixed-s", action="store_true", help="keep s fixed at --init-s instead of learning it")
   g.add_argument("--init-s", type=float, default=1.0, help="initial s (default 1.0, as Edifice)")
   if lm:
-    g.add_argument("--rope-fraction", type=float, default=1.0, help="partial RoPE: the fraction of each head that rotates (default 1)")
+    g.add_argument("--rope-fraction", type=float, default=1.0,
+                   help="p-rope cells: the fraction of each head that rotates (default: RoPE's frequencies that turn within the "
+                        "training length, lm.partial_rope_fraction)" if grid else "partial RoPE: the fraction of each head that rotates (default 1)")
     g.add_argument("--rope-base", type=float, default=10000.0, help="RoPE's base (default 10000)")
     g.add_argument("--qk-norm", action="store_true", help="RMSNorm on each head's q and k before RoPE and scaling")
 
@@ -208,10 +210,11 @@ def build_parser() -> argparse.ArgumentParser:
                      description="Train every attention x positional x seed on the same data, initial weights and budget; "
                                  "evaluate the loss by position to 16x the training length and pass key retrieval.")
   _train_args(p, steps=LM_TRAIN.steps, d=LM_TRAIN, text=True)
-  _model_args(p, positional=False, hidden=64, lm=True)
+  _model_args(p, positional=False, hidden=64, lm=True, grid=True)
   p.add_argument("--attentions", type=_name_list(ATTENTIONS), default=list(LM_ATTENTIONS),
                  help=f"attentions to train (default {','.join(LM_ATTENTIONS)}; softmax runs are also evaluated with qwen_logn)")
-  p.add_argument("--positionals", type=_name_list(POSITIONALS), default=["rope", "none"], help="position settings (default rope,none)")
+  p.add_argument("--positionals", type=_name_list(LM_POSITIONALS), default=["rope", "none"],
+                 help="position settings (default rope,none; p-rope: partial RoPE, see --rope-fraction)")
   p.add_argument("--seeds", type=_seed_list, default=[0, 1, 2], help="seeds (default 0,1,2)")
   p.add_argument("--factor", type=_positive_int, default=16, help="evaluate to this multiple of the training length (default 16)")
   p.add_argument("--windows", type=_positive_int, default=8, help="held-out windows for the loss by position (default 8)")
@@ -276,6 +279,9 @@ def cmd_lm(args) -> int:
 
 
 def cmd_lm_compare(args) -> int:
+  if args.rope_fraction != 1 and "p-rope" not in args.positionals:
+    raise ValueError(f"--rope-fraction {args.rope_fraction:g} sets the p-rope cells' fraction (rope cells rotate every dimension): "
+                     f"add p-rope to --positionals ({','.join(args.positionals)})")
   task = TextTask(data=args.data, passkey_rate=args.passkey_rate, answer_weight=args.answer_weight)
   results = compare(model_config(args, "softmax"), train_config(args, 0), task=task,
                     attentions=args.attentions, positionals=args.positionals, seeds=args.seeds, factor=args.factor, windows=args.windows,

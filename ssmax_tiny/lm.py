@@ -106,13 +106,37 @@ def attention_on_key(model: LanguageModel, task: TextTask, lengths: list[int], s
 # `make lm`: the comparison
 
 LM_ATTENTIONS = ("softmax", "ssmax", "scale_invariant")   # trained; "softmax + qwen_logn" is evaluated from the softmax runs
+LM_POSITIONALS = ("rope", "p-rope", "none")                # p-rope: partial RoPE, its fraction by partial_rope_fraction
+
+
+def partial_rope_fraction(head_dim: int, train_length: int, base: float = 10000.0) -> float:
+  """Partial RoPE's fraction by a rule fixed before any comparison: rotate exactly RoPE's frequencies that turn at least
+  once within the training length (period 2 pi base^(2i/d) <= L, i = 0, 1, ...), so that every rotary angle a query
+  meets beyond L was already met in training; the slower ones, whose angles at long distances were never seen, carry
+  no position (Barbero et al., arXiv:2410.06205, drop the lowest frequencies; arXiv:2505.17083 at L = 4096, d = 64
+  rotates half, all of period < L). d = 16, L = 128: 3 of 8 frequencies, 0.375. At least one frequency."""
+  half = head_dim // 2
+  turning = sum(2 * math.pi * base ** (2 * i / head_dim) <= train_length for i in range(half))
+  return max(turning, 1) / half
+
+
+def positional_name(config: SSMaxConfig) -> str:
+  """The grid's name for a config's positions: none, rope, or "p-rope 0.375" (partial RoPE with its fraction)."""
+  if config.positional != "rope": return config.positional
+  return "rope" if config.rope_fraction == 1 else f"p-rope {config.rope_fraction:g}"
 
 
 def lm_config(template: SSMaxConfig, attention: str, positional: str, train_length: int) -> SSMaxConfig:
   """One cell of the comparison. The rule, fixed before any comparison: SSMax starts at s = 1/log L (BiBo's choice, so
-  that at the training length's last row s log n = 1 and it starts out as softmax there), one s per layer, learned."""
+  that at the training length's last row s log n = 1 and it starts out as softmax there), one s per layer, learned.
+  positional is one of LM_POSITIONALS; "p-rope" takes the template's rope_fraction when below 1, else the rule's."""
   init_s = 1.0 / math.log(train_length) if attention == "ssmax" else template.init_s
-  return replace(template, attention=attention, positional=positional, init_s=init_s, train_length=train_length)
+  fraction = 1.0
+  if positional == "p-rope":
+    fraction = template.rope_fraction if template.rope_fraction < 1 else \
+        partial_rope_fraction(template.hidden_size // template.num_heads, train_length, template.rope_base)
+  return replace(template, attention=attention, positional="none" if positional == "none" else "rope", rope_fraction=fraction,
+                 init_s=init_s, train_length=train_length)
 
 
 def evaluate_lm(model: LanguageModel, task: TextTask, L: int, *, factor: int = 16, windows: int = 16, samples: int = 8,
@@ -158,11 +182,11 @@ def run_cell(cell: dict, progress: bool = False) -> tuple[list[dict], Trainer]:
   trainer = cell_trainer(cell)
   task, config, train = trainer.task, trainer.model.config, trainer.config
   t = time.perf_counter()
-  trainer.train(progress=progress, desc=f"{config.positional} {config.attention} seed {train.seed}")
+  trainer.train(progress=progress, desc=f"{positional_name(config)} {config.attention} seed {train.seed}")
   train_s = time.perf_counter() - t
   variants = [(config.attention, trainer.model)]
   if config.attention == "softmax": variants.append(("softmax + qwen_logn", with_options(trainer.model, attention="qwen_logn")))
-  return [dict(positional=config.positional, attention=label, seed=train.seed, train_seconds=round(train_s, 1), final_loss=trainer.losses[-1],
+  return [dict(positional=positional_name(config), attention=label, seed=train.seed, train_seconds=round(train_s, 1), final_loss=trainer.losses[-1],
                learned_s=m.transformer.learned_s(), **evaluate_lm(m, task, train.train_length, **cell["eval"])) for label, m in variants], trainer
 
 

@@ -10,7 +10,9 @@ from tinygrad import Context, Tensor
 from tinygrad.nn.state import get_state_dict
 
 import ssmax_tiny as st
-from ssmax_tiny.lm import buckets, build_lm, passkey_batch
+from ssmax_tiny.cli import main
+from ssmax_tiny.lm import buckets, build_lm, lm_config, partial_rope_fraction, passkey_batch
+from ssmax_tiny.model import rope
 from ssmax_tiny.text import DIGITS, KEY, DataError, TextTask, passkey
 from ssmax_tiny.train import TrainConfig, Trainer, load_trainer, save_checkpoint
 
@@ -163,6 +165,23 @@ def test_answer_weight_adds_the_keyed_rows_answer_loss():
     got = TextTask(passkey_rate=rate, answer_weight=weight).loss(Tensor(logits.astype(np.float32)), Tensor(targets)).item()
     np.testing.assert_allclose(got, want, rtol=1e-5)
   with pytest.raises(ValueError, match="answer_weight"): TextTask(answer_weight=-1.0)
+
+
+def test_partial_rope_fraction_rotates_the_frequencies_that_turn_within_the_training_length(capsys):
+  """p-rope's rule (lm.partial_rope_fraction): rotate RoPE's frequencies whose period 2 pi base^(2i/d) is at most L.
+  The count from numpy in float64; rope() then moves exactly those dimensions. lm-compare's --rope-fraction without
+  p-rope in the grid is an error."""
+  for d, L, base in [(16, 128, 1e4), (64, 4096, 1e4), (16, 64, 500.0), (16, 6, 1e4)]:
+    periods = 2 * np.pi * base ** (2 * np.arange(d // 2) / d)
+    k = max(int((periods <= L).sum()), 1)
+    got = partial_rope_fraction(d, L, base)
+    assert got == k / (d // 2), (d, L, base, got)
+    x = np.ones((1, d), np.float32)
+    moved = np.abs(rope(Tensor(x), Tensor([3]), base, got).numpy() - x)[0] > 1e-6
+    assert moved[:2 * k].all() and not moved[2 * k:].any(), (d, L, moved)
+    assert lm_config(st.SSMaxConfig(hidden_size=d, embed_dim=d, num_heads=1), "softmax", "p-rope", L).rope_fraction == got
+  assert main(["lm-compare", "--rope-fraction", "0.5", "--positionals", "rope,none"]) == 2
+  assert "--rope-fraction 0.5 sets the p-rope cells' fraction" in capsys.readouterr().err
 
 
 def test_lm_resume_equals_an_uninterrupted_run(tmp_path):

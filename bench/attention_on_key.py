@@ -1,0 +1,77 @@
+"""The attention on the key, over more samples than `make lm` and `make passkey` spend on it (2 per length): a figure
+rather than a picture, from the checkpoints a comparison wrote.
+
+  python bench/attention_on_key.py [--run runs/lm-passkey] [--samples 16] [--out bench/attention_on_key]
+
+For each cell's checkpoint under RUN/cells (and each softmax model again with Qwen's log-n at inference, as the
+comparison evaluates it): lm.attention_on_key, the largest weight (over layers and heads) that the position predicting
+the answer's first digit puts on the key's first digit, at depth 0.5 of a held-out haystack, at L, 4L and 16L, as the
+mean over SAMPLES pass keys, with its standard error over those samples. The samples are drawn as the comparison draws
+its own (batch_rng, seed 40,000, one stream per length), in batches of 4 to bound memory. Writes OUT.json and OUT.md.
+"""
+import argparse
+import json
+import math
+import statistics
+from pathlib import Path
+
+from ssmax_tiny.lm import attention_on_key, positional_name
+from ssmax_tiny.model import with_options
+from ssmax_tiny.train import load_token_model
+
+CHUNK = 4  # pass keys per forward pass: 16 at 2048 positions would hold 2 GiB of attention weights
+
+
+def per_sample(model, task, length: int, samples: int) -> list[float]:
+  """Each sample's weight on the key: attention_on_key over one sample at a time would draw other haystacks, so draw the
+  comparison's batch of `samples` and read it in chunks."""
+  import numpy as np
+  from tinygrad import Tensor
+
+  from ssmax_tiny.lm import passkey_batch
+  from ssmax_tiny.tasks import batch_rng
+  seq, key_at, first = passkey_batch(task, batch_rng(40_000, 0, stream=length), samples, length + 1, 0.5)
+  out = []
+  for i in range(0, samples, CHUNK):
+    weights: list[Tensor] = []
+    model.transformer.hidden(model.embed(Tensor(seq[i:i + CHUNK, :first])), weights=weights)
+    w = np.stack([x[:, :, first - 1, key_at].numpy() for x in weights])           # (layers, chunk, H)
+    out += w.max(axis=(0, 2)).tolist()
+  return out
+
+
+def main():
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument("--run", type=Path, default=Path("runs/lm-passkey"), help="a comparison's output folder (default runs/lm-passkey)")
+  p.add_argument("--samples", type=int, default=16, help="pass keys per length (default 16)")
+  p.add_argument("--out", type=Path, default=Path(__file__).parent / "attention_on_key")
+  a = p.parse_args()
+  cells = sorted(a.run.glob("cells/*/checkpoint.json"))
+  if not cells: raise SystemExit(f"no checkpoints under {a.run}/cells: run the comparison (make passkey) first")
+  rows = []
+  for path in cells:
+    model, task, meta = load_token_model(path)
+    c, seed = model.config, meta["train"]["seed"]
+    L = c.train_length
+    variants = [(c.attention, model)] + ([("softmax + qwen_logn", with_options(model, attention="qwen_logn"))] if c.attention == "softmax" else [])
+    for label, m in variants:
+      row = dict(positional=positional_name(c), attention=label, seed=seed, lengths=[L, 4 * L, 16 * L], mean=[], sem=[])
+      assert math.isclose(attention_on_key(m, task, [L], CHUNK)[0], statistics.mean(per_sample(m, task, L, CHUNK)), rel_tol=1e-5)
+      for length in row["lengths"]:
+        w = per_sample(m, task, length, a.samples)
+        row["mean"].append(statistics.mean(w)); row["sem"].append(statistics.stdev(w) / math.sqrt(len(w)))
+      rows.append(row)
+      print(json.dumps(row), flush=True)
+  rows.sort(key=lambda r: (r["positional"], r["attention"], r["seed"]))
+  L = rows[0]["lengths"][0]
+  lines = [f"Largest weight on the key (depth 0.5), mean ± standard error over {a.samples} pass keys; `{a.run}`.", "",
+           f"| positional | attention | seed | @{L} | @{4 * L} | @{16 * L} |", "|---|---|---|---|---|---|"]
+  lines += [f"| {r['positional']} | {r['attention']} | {r['seed']} | " + " | ".join(f"{m:.2f} ± {s:.2f}" for m, s in zip(r["mean"], r["sem"])) + " |"
+            for r in rows]
+  a.out.with_suffix(".json").write_text(json.dumps(dict(run=str(a.run), samples=a.samples, rows=rows), indent=1))
+  a.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+  print("\n".join(lines))
+
+
+if __name__ == "__main__":
+  main()
