@@ -36,8 +36,8 @@ demo: $(STAMP)  ## SSMax against softmax on long-context retrieval (under 10 min
 lm: $(STAMP)  ## the language-model comparison on real text, softmax / SSMax / scale-invariant x RoPE / none x 3 seeds (about 20 minutes on 2 cores) -> runs/lm
 	$(PY) -m ssmax_tiny lm-compare $(ARGS)
 
-passkey: $(STAMP)  ## pass key retrieval beyond the training length: make lm's model, every batch keyed, the answer weighted, 4000 steps, softmax and SSMax with RoPE and without positions, seeds 0 and 1 (about an hour on 2 cores after make tune) -> runs/lm-passkey
-	$(PY) -m ssmax_tiny lm-compare --passkey-rate 1 --answer-weight 10 --steps 4000 --positionals rope,none --attentions softmax,ssmax --seeds 0,1 --samples 16 --out runs/lm-passkey $(ARGS)
+passkey: $(STAMP)  ## pass key retrieval beyond the training length: make lm's model, every batch keyed, the answer weighted, 4000 steps, softmax / SSMax / scale-invariant x RoPE / partial RoPE / none x seeds 0 and 1 (about 2.5 hours on 2 cores after make tune; finished cells are kept) -> runs/lm-passkey
+	$(PY) -m ssmax_tiny lm-compare --passkey-rate 1 --answer-weight 10 --steps 4000 --positionals rope,p-rope,none --attentions softmax,ssmax,scale_invariant --seeds 0,1 --samples 16 --out runs/lm-passkey $(ARGS)
 
 bench: $(STAMP)  ## side by side: tinygrad on each device present, numpy sgemm, PyTorch (installed here) -> bench/results.{json,md}, then make lm's training step -> bench/lm_step.{json,md}
 	$(PY) -m pip install -q -e '.[torch]'

@@ -140,12 +140,24 @@ def lm_table(results: dict) -> str:
                  f"{fmt(_mean_sd([r['buckets'][far] for r in rs]))} | {fmt(_mean_sd([r['degradation'] for r in rs]))} | "
                  f"{fmt(_mean_sd([r['passkey_by_length'][0] for r in rs]))} | {fmt(_mean_sd([r['passkey_by_length'][-1] for r in rs]))} | "
                  f"{fmt(_mean_sd([r['attention_on_key'][0] for r in rs]))} | {fmt(_mean_sd([r['attention_on_key'][-1] for r in rs]))} | {s_all} |")
+  return "\n".join(lines) + "\n" + "\n" + lm_passkey_table(results)
+
+
+def lm_passkey_table(results: dict) -> str:
+  """Pass key accuracy at every evaluated length (mean over depths), each seed apart: with two or three seeds a mean ± sd
+  hides whether one seed retrieves and the other does not."""
+  lengths = results["runs"][0]["passkey_lengths"]
+  lines = ["Pass key accuracy by length, each seed (" + ", ".join(str(r["seed"]) for r in next(iter(lm_groups(results).values()))) + "):", "",
+           "| positional | attention | " + " | ".join(f"@{n}" for n in lengths) + " |", "|" + "---|" * (2 + len(lengths))]
+  for (p, a), rs in lm_groups(results).items():
+    lines.append(f"| {p} | {a} | " + " | ".join(" / ".join(f"{r['passkey_by_length'][i]:.2f}" for r in rs) for i in range(len(lengths))) + " |")
   return "\n".join(lines) + "\n"
 
 
 def plot_lm(results: dict, out: Path) -> list[Path]:
   """loss_by_position.png (log-spaced bins, mean over seeds), passkey.png (a heatmap per model: length x depth),
-  attention_on_key.png (weight on the key against length)."""
+  attention_on_key.png (weight on the key against length), learned_s.png (s per layer and head of the models that learn
+  it, each seed; the dotted line is make lm's initial s, 1/log L)."""
   if (plt := pyplot()) is None: return []
   L, groups = results["train_length"], lm_groups(results)
   positionals = list(dict.fromkeys(p for p, _ in groups))
@@ -178,4 +190,17 @@ def plot_lm(results: dict, out: Path) -> list[Path]:
   ax.set_xscale("log", base=2); ax.set_xlabel("context length"); ax.set_ylabel("largest weight on the key (mean)")
   ax.grid(alpha=0.3); ax.legend(fontsize=7)
   fig.tight_layout(); fig.savefig(out / "attention_on_key.png", dpi=120); plt.close(fig); paths.append(out / "attention_on_key.png")
+  learned = [(k, rs) for k, rs in groups.items() if rs[0]["learned_s"]]
+  if learned:  # learned_s.png: s per layer (and head, with --per-head), a bar for the mean over seeds, a dot for each seed
+    fig, axes = plt.subplots(1, len(learned), figsize=(4 * len(learned), 3.2), squeeze=False, sharey=True)
+    for ax, ((p, a), rs) in zip(axes[0], learned):
+      s = np.array([r["learned_s"] for r in rs])                               # (seeds, layers, heads)
+      labels = [f"L{i}" + (f"h{j}" if s.shape[2] > 1 else "") for i in range(s.shape[1]) for j in range(s.shape[2])]
+      x, flat = np.arange(len(labels)), s.reshape(len(rs), -1)
+      ax.bar(x, flat.mean(0), color="tab:orange", alpha=0.6)
+      for seed_values in flat: ax.plot(x, seed_values, "k.", ms=4)
+      ax.axhline(1 / np.log(L), color="grey", ls=":", lw=1, label="1/log L (initial)")
+      ax.set_xticks(x); ax.set_xticklabels(labels, fontsize=7); ax.set_title(f"{p}: {a}", fontsize=8); ax.grid(alpha=0.3, axis="y")
+    axes[0][0].set_ylabel("learned s"); axes[0][0].legend(fontsize=7)
+    fig.tight_layout(); fig.savefig(out / "learned_s.png", dpi=120); plt.close(fig); paths.append(out / "learned_s.png")
   return paths

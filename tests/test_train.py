@@ -205,5 +205,6 @@ def test_cli_train_eval_resume_and_lm_smoke(tmp_path, capsys):  # the demo comma
   assert rc == 0 and "| none | ssmax |" in stdout, err
   runs = json.loads((tmp_path / "cmp" / "results.json").read_text())["runs"]
   assert [(r["attention"], r["seed"]) for r in runs] == [("ssmax", 0)] and (tmp_path / "cmp" / "sweep.json").exists()
+  assert all((tmp_path / "cmp" / f).exists() for f in ("loss_by_position.png", "passkey.png", "attention_on_key.png", "learned_s.png"))
   rc, _, err = run("eval", "--checkpoint", str(tmp_path / "nothing"))
   assert rc == 2 and "no checkpoint at" in err
