@@ -178,16 +178,21 @@ def _cli(*args, cwd):
 SMALL = ["--hidden", "16", "--heads", "2", "--layers", "1", "--train-length", "12", "--batch-size", "8", "--no-progress"]
 
 
-def test_cli_train_eval_resume_and_lm_smoke(tmp_path, capsys):  # the demo command: tests/test_sweep.py
-  out = _cli("train", "--steps", "4", "--ckpt-every", "2", "--out", str(tmp_path / "r"), *SMALL, cwd=ROOT)  # as a user runs it
-  assert out.returncode == 0, out.stderr
-  assert "checkpoint" in out.stdout and (tmp_path / "r" / "checkpoint.json").exists()
-
-  def run(*args) -> tuple[int, str, str]:  # the rest in this process: its kernels are compiled once
+def _in_process(capsys):
+  def run(*args) -> tuple[int, str, str]:  # in this process: its kernels are compiled once
     try: rc = cli.main(list(args))
     except SystemExit as e: rc = e.code
     captured = capsys.readouterr()
     return rc, captured.out, captured.err
+  return run
+
+
+def test_cli_train_eval_resume_smoke(tmp_path, capsys):  # the demo command: tests/test_sweep.py
+  out = _cli("train", "--steps", "4", "--ckpt-every", "2", "--out", str(tmp_path / "r"), *SMALL, cwd=ROOT)  # as a user runs it
+  assert out.returncode == 0, out.stderr
+  assert "checkpoint" in out.stdout and (tmp_path / "r" / "checkpoint.json").exists()
+
+  run = _in_process(capsys)  # the rest in this process
   rc, _, err = run("train", "--steps", "4", "--out", str(tmp_path / "r"), *SMALL)
   assert rc != 0 and "--resume" in str(rc) + err
   rc, stdout, err = run("train", "--steps", "6", "--resume", "--out", str(tmp_path / "r"), *SMALL)
@@ -195,6 +200,12 @@ def test_cli_train_eval_resume_and_lm_smoke(tmp_path, capsys):  # the demo comma
   rc, stdout, err = run("eval", "--checkpoint", str(tmp_path / "r"), "--lengths", "12,24", "--samples", "8", "--json", str(tmp_path / "e.json"))
   assert rc == 0 and "length    24" in stdout, err
   assert set(json.loads((tmp_path / "e.json").read_text())["accuracy"]) == {"12", "24"}
+  rc, _, err = run("eval", "--checkpoint", str(tmp_path / "nothing"))
+  assert rc == 2 and "no checkpoint at" in err
+
+
+def test_cli_lm_and_lm_compare_smoke(tmp_path, capsys):
+  run = _in_process(capsys)
   rc, stdout, err = run("lm", "--steps", "2", "--batch-size", "2", "--train-length", "72", "--factor", "2", "--hidden", "16", "--heads", "2",
                         "--sample", "8", "--no-progress", "--out", str(tmp_path / "lm"))
   assert rc == 0 and "degradation" in stdout and "sample (temperature 0.8): The pass key is" in stdout, err
@@ -206,5 +217,3 @@ def test_cli_train_eval_resume_and_lm_smoke(tmp_path, capsys):  # the demo comma
   runs = json.loads((tmp_path / "cmp" / "results.json").read_text())["runs"]
   assert [(r["attention"], r["seed"]) for r in runs] == [("ssmax", 0)] and (tmp_path / "cmp" / "sweep.json").exists()
   assert all((tmp_path / "cmp" / f).exists() for f in ("loss_by_position.png", "passkey.png", "attention_on_key.png", "learned_s.png"))
-  rc, _, err = run("eval", "--checkpoint", str(tmp_path / "nothing"))
-  assert rc == 2 and "no checkpoint at" in err
