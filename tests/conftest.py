@@ -15,3 +15,11 @@ def _seed():
 
 
 TINY = dict(hidden_size=16, num_heads=2, num_layers=2, window_size=6)  # small enough to compile in seconds
+
+
+def as_numpy(tensors) -> list[np.ndarray]:
+  """Realise tensors in one schedule, then read them: read one by one, each (a gradient, say) recomputes the lazy work
+  it shares with the others, which made gradient tests several times slower."""
+  tensors = list(tensors)
+  Tensor.realize(*tensors)
+  return [t.numpy() for t in tensors]

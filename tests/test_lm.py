@@ -5,7 +5,7 @@ from dataclasses import asdict
 import numpy as np
 import pytest
 import reference as ref
-from conftest import TINY
+from conftest import TINY, as_numpy
 from tinygrad import Context, Tensor
 from tinygrad.nn.state import get_state_dict
 
@@ -48,11 +48,11 @@ def test_padded_batch_equals_the_sequences_one_by_one():
   tokens = np.random.randint(0, 256, size=(2, 6)); targets = np.random.randint(0, 256, size=(2, 6))
   with Context(TRAINING=1):
     loss = model.loss(Tensor(tokens), Tensor(targets), lengths=lengths)
-    padded = [g.numpy() for g in loss.gradient(*params)]
+    padded = as_numpy(loss.gradient(*params))
     loss = loss.item()
     # the same objective from the unpadded sequences: the sum of their token losses over the number of real tokens
     alone = [model.token_losses(Tensor(tokens[i:i + 1, :n]), Tensor(targets[i:i + 1, :n])).sum() / sum(lengths) for i, n in enumerate(lengths)]
-    want = [sum(g) for g in zip(*[[g.numpy() for g in part.gradient(*params)] for part in alone])]  # before realising the parts
+    want = [sum(g) for g in zip(*[as_numpy(part.gradient(*params)) for part in alone])]  # before realising the parts
     want_loss = sum(part.item() for part in alone)
   assert np.isfinite(loss) and all(np.isfinite(g).all() for g in padded)
   assert loss == pytest.approx(want_loss, abs=TOL)

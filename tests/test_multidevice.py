@@ -4,6 +4,7 @@ tinygrad opens several instances of its CPU device by name (CPU:0 is the default
 own worker), so multi-device code runs and is tested on a machine without GPUs."""
 import numpy as np
 import pytest
+from conftest import as_numpy
 from tinygrad import Device, Tensor
 from tinygrad.nn.state import get_parameters, get_state_dict
 
@@ -31,7 +32,7 @@ def test_two_cpu_devices_give_the_loss_and_gradients_of_one(positional):
     x, y = t._to_devices(Tensor(tokens), 0), t._to_devices(Tensor(targets), 0)
     loss = t.model(x).sparse_categorical_crossentropy(y)
     params = [p for p in get_parameters(t.model) if p.is_param]
-    grads.append((loss.item(), [g.numpy() for g in loss.gradient(*params)]))
+    grads.append((loss.item(), as_numpy(loss.gradient(*params))))
   (l1, g1), (l2, g2) = grads
   assert abs(l1 - l2) < 1e-5
   for a, b in zip(g1, g2): np.testing.assert_allclose(a, b, atol=1e-5)
