@@ -4,7 +4,7 @@ rather than a picture, from the checkpoints a comparison wrote.
   python bench/attention_on_key.py [--run runs/lm-passkey] [--samples 16] [--out bench/attention_on_key]
 
 For each cell's checkpoint under RUN/cells (and each softmax model again with Qwen's log-n at inference, as the
-comparison evaluates it): lm.attention_on_key, the largest weight (over layers and heads) that the position predicting
+comparison evaluates it): lm.weights_on_key, the largest weight (over layers and heads) that the position predicting
 the answer's first digit puts on the key's first digit, at depth 0.5 of a held-out haystack, at L, 4L and 16L, as the
 mean over SAMPLES pass keys, with its standard error over those samples. The samples are drawn as the comparison draws
 its own (batch_rng, seed 40,000, one stream per length), in batches of 4 to bound memory. Writes OUT.json and OUT.md.
@@ -15,29 +15,12 @@ import math
 import statistics
 from pathlib import Path
 
-from ssmax_tiny.lm import attention_on_key, positional_name
+from ssmax_tiny.lm import positional_name, weights_on_key
 from ssmax_tiny.model import with_options
+from ssmax_tiny.sweep import checkpoints
 from ssmax_tiny.train import load_token_model
 
 CHUNK = 4  # pass keys per forward pass: 16 at 2048 positions would hold 2 GiB of attention weights
-
-
-def per_sample(model, task, length: int, samples: int) -> list[float]:
-  """Each sample's weight on the key: attention_on_key over one sample at a time would draw other haystacks, so draw the
-  comparison's batch of `samples` and read it in chunks."""
-  import numpy as np
-  from tinygrad import Tensor
-
-  from ssmax_tiny.lm import passkey_batch
-  from ssmax_tiny.tasks import batch_rng
-  seq, key_at, first = passkey_batch(task, batch_rng(40_000, 0, stream=length), samples, length + 1, 0.5)
-  out = []
-  for i in range(0, samples, CHUNK):
-    weights: list[Tensor] = []
-    model.transformer.hidden(model.embed(Tensor(seq[i:i + CHUNK, :first])), weights=weights)
-    w = np.stack([x[:, :, first - 1, key_at].numpy() for x in weights])           # (layers, chunk, H)
-    out += w.max(axis=(0, 2)).tolist()
-  return out
 
 
 def main():
@@ -46,19 +29,16 @@ def main():
   p.add_argument("--samples", type=int, default=16, help="pass keys per length (default 16)")
   p.add_argument("--out", type=Path, default=Path(__file__).parent / "attention_on_key")
   a = p.parse_args()
-  cells = sorted(a.run.glob("cells/*/checkpoint.json"))
-  if not cells: raise SystemExit(f"no checkpoints under {a.run}/cells: run the comparison (make passkey) first")
   rows = []
-  for path in cells:
+  for path in checkpoints(a.run):
     model, task, meta = load_token_model(path)
     c, seed = model.config, meta["train"]["seed"]
     L = c.train_length
     variants = [(c.attention, model)] + ([("softmax + qwen_logn", with_options(model, attention="qwen_logn"))] if c.attention == "softmax" else [])
     for label, m in variants:
       row = dict(positional=positional_name(c), attention=label, seed=seed, lengths=[L, 4 * L, 16 * L], mean=[], sem=[])
-      assert math.isclose(attention_on_key(m, task, [L], CHUNK)[0], statistics.mean(per_sample(m, task, L, CHUNK)), rel_tol=1e-5)
       for length in row["lengths"]:
-        w = per_sample(m, task, length, a.samples)
+        w = weights_on_key(m, task, length, a.samples, chunk=CHUNK).tolist()
         row["mean"].append(statistics.mean(w)); row["sem"].append(statistics.stdev(w) / math.sqrt(len(w)))
       rows.append(row)
       print(json.dumps(row), flush=True)
@@ -74,4 +54,5 @@ def main():
 
 
 if __name__ == "__main__":
-  main()
+  try: main()
+  except FileNotFoundError as e: raise SystemExit(f"error: {e}") from None  # no checkpoints under --run

@@ -20,6 +20,7 @@ import numpy as np
 from tinygrad import Tensor
 
 from ssmax_tiny.lm import passkey_batch, positional_name
+from ssmax_tiny.sweep import checkpoints
 from ssmax_tiny.tasks import batch_rng
 from ssmax_tiny.train import load_token_model
 
@@ -46,10 +47,8 @@ def main():
   p.add_argument("--samples", type=int, default=4, help="pass keys per length (default 4)")
   p.add_argument("--out", type=Path, default=Path(__file__).parent / "passkey_heads")
   a = p.parse_args()
-  cells = sorted(a.run.glob("cells/*/checkpoint.json"))
-  if not cells: raise SystemExit(f"no checkpoints under {a.run}/cells: run the comparison first")
   rows = []
-  for path in cells:
+  for path in checkpoints(a.run):
     model, task, meta = load_token_model(path)
     c = model.config
     label = dict(positional=positional_name(c), attention=c.attention, seed=meta["train"]["seed"])
@@ -69,4 +68,5 @@ def main():
 
 
 if __name__ == "__main__":
-  main()
+  try: main()
+  except FileNotFoundError as e: raise SystemExit(f"error: {e}") from None  # no checkpoints under --run

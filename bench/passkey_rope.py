@@ -17,6 +17,7 @@ from pathlib import Path
 
 from ssmax_tiny.lm import passkey_grid
 from ssmax_tiny.model import with_options
+from ssmax_tiny.sweep import checkpoints
 from ssmax_tiny.train import load_token_model
 
 
@@ -26,13 +27,11 @@ def main():
   p.add_argument("--samples", type=int, default=16, help="samples per length and depth (default 16, as make passkey)")
   p.add_argument("--out", type=Path, default=Path(__file__).parent / "passkey_rope")
   a = p.parse_args()
-  cells = sorted(a.run.glob("cells/*/checkpoint.json"))
-  if not cells: raise SystemExit(f"no checkpoints under {a.run}/cells: run `make passkey` first")
   rows = []
-  for path in cells:
+  for path in checkpoints(a.run):
     model, task, meta = load_token_model(path)
     c = model.config
-    if c.positional != "rope": continue
+    if c.positional != "rope" or c.rope_fraction != 1: continue  # full RoPE only: partial RoPE's slow dimensions do not rotate
     L, d = c.train_length, c.hidden_size // c.num_heads
     for factor in (1, 4, 16):
       for label, base in (("as trained", c.rope_base), ("NTK-aware", c.rope_base * factor ** (d / (d - 2))))[:1 if factor == 1 else 2]:
@@ -50,4 +49,5 @@ def main():
 
 
 if __name__ == "__main__":
-  main()
+  try: main()
+  except FileNotFoundError as e: raise SystemExit(f"error: {e}") from None  # no checkpoints under --run

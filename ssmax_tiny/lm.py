@@ -87,18 +87,25 @@ def passkey_grid(model: LanguageModel, task: TextTask, lengths: list[int], depth
   return acc
 
 
+def weights_on_key(model: LanguageModel, task: TextTask, length: int, samples: int, depth: float = 0.5, seed: int = 40_000,
+                   chunk: int | None = None) -> np.ndarray:
+  """For each of `samples` pass keys at `length`, the largest weight (over layers and heads) that the position predicting
+  the answer's first digit puts on the key's first digit in the haystack; `chunk` pass keys per forward pass (default
+  all: the weights of B x H x length^2 are held at once)."""
+  seq, key_at, first = passkey_batch(task, batch_rng(seed, 0, stream=length), samples, length + 1, depth)
+  out = []
+  for i in range(0, samples, chunk or samples):
+    weights: list[Tensor] = []
+    model.transformer.hidden(model.embed(Tensor(seq[i:i + (chunk or samples), :first])), weights=weights)
+    w = np.stack([x[:, :, first - 1, key_at].numpy() for x in weights])                # (layers, B, H)
+    out.append(w.max(axis=(0, 2)))
+  return np.concatenate(out)
+
+
 def attention_on_key(model: LanguageModel, task: TextTask, lengths: list[int], samples: int, depth: float = 0.5,
                      seed: int = 40_000) -> list[float]:
-  """For each length, the mean over samples of the largest weight (over layers and heads) that the position predicting
-  the answer's first digit puts on the key's first digit in the haystack."""
-  out = []
-  for length in lengths:
-    seq, key_at, first = passkey_batch(task, batch_rng(seed, 0, stream=length), samples, length + 1, depth)
-    weights: list[Tensor] = []
-    model.transformer.hidden(model.embed(Tensor(seq[:, :first])), weights=weights)
-    w = np.stack([x[:, :, first - 1, key_at].numpy() for x in weights])                # (layers, B, H)
-    out.append(float(w.max(axis=(0, 2)).mean()))
-  return out
+  """For each length, the mean over samples of `weights_on_key`."""
+  return [float(weights_on_key(model, task, length, samples, depth, seed).mean()) for length in lengths]
 
 
 

@@ -62,6 +62,13 @@ def run_cell(experiment, cell: dict, out: str | os.PathLike, progress: bool = Fa
               peak_rss_mib=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1 << 20 if sys.platform == "darwin" else 1 << 10)))
 
 
+def checkpoints(out: str | os.PathLike) -> list[Path]:
+  """The checkpoints of a sweep's finished cells (run_cell saves each in out/cells/<key>), in key order."""
+  paths = sorted(Path(out).glob("cells/*/checkpoint.json"))
+  if not paths: raise FileNotFoundError(f"no cell checkpoints under {Path(out) / 'cells'}: run the sweep (make passkey, make lm) first")
+  return paths
+
+
 def _name(experiment) -> str:
   """module:function, for a child process to import (an experiment is a module-level function)."""
   return f"{experiment.__module__}:{experiment.__qualname__}"
