@@ -64,14 +64,24 @@ def ssmax_scale(s: float | Tensor, n: int | Tensor, bias: float | Tensor = 0.0) 
   return s * log_n(n) + bias
 
 
+def _softmax_backward(grad_w: UOp, call: UOp) -> tuple[UOp | None, ...]:
+  # d scores = w * (g - sum(g * w)) from the weights w the forward returned (call.gettuple(0)). Autograd's graph for
+  # exp(z - max) / sum instead recomputed exp over the [B, H, T, T_k] scores, and exp runs at about 1 GFLOP/s on CL.
+  w, g = Tensor(call.gettuple(0)), Tensor(grad_w)
+  return ((w * (g - (g * w).sum(-1, keepdim=True))).uop,) + (None,) * (len(call.src) - 2)  # none for the mask
+
+
+@function(grad_fxn=_softmax_backward)
 def masked_softmax(scores: Tensor, mask: Tensor | None = None) -> Tensor:
   """softmax over the last axis, over the keys `mask` allows (True = may attend). A row that allows no key (a padded
   query) gets all-zero weights, as FlashAttention returns, instead of NaN: its maximum is taken as 0 and its sum as 1, so
-  no NaN reaches the backward pass either. Other rows get exactly tinygrad's softmax (tinygrad/mixin/op.py, _softmax)."""
-  if mask is None: return scores.softmax(-1)
-  z = mask.where(scores, -math.inf)
-  top = z.max(-1, keepdim=True).detach()
+  no NaN reaches the backward pass either. Other rows get tinygrad's softmax (tinygrad/mixin/op.py, _softmax), with
+  the backward above. In training exp(z - max) is realised once (`contiguous`) for the sum and the division to read (3 to
+  5% of make lm's step on CL); at inference it stays lazy and computed twice, so the forward holds no [B, H, T, T_k] more."""
+  z = scores if mask is None else mask.where(scores, -math.inf)
+  top = z.max(-1, keepdim=True)
   e = (z - (top == -math.inf).where(0.0, top)).exp()
+  if TRAINING: e = e.contiguous()
   total = e.sum(-1, keepdim=True)
   return e / (total == 0).where(1.0, total)
 
@@ -226,23 +236,33 @@ class Linear:
     return matmul_t(x.reshape(-1, d_in), self.weight).reshape(*x.shape[:-1], d_out) + self.bias  # (..., in) -> (N, in) -> (..., out)
 
 
-def rope(x: Tensor, positions: Tensor, base: float = 10000.0, fraction: float = 1.0) -> Tensor:
+def rope_tables(positions: Tensor, d: int, base: float = 10000.0, fraction: float = 1.0, device=None) -> tuple[Tensor, Tensor, Tensor] | None:
+  """RoPE's cos and sin tables (T, Hd) at positions [T] and its rotation (Hd, Hd) (below), on `device`; None when no
+  dimension rotates. The tables are realised (`contiguous`): left lazy, every kernel that reads them (forward and backward,
+  over [B, H, T, Hd]) computed sin and cos per element, at 1 GFLOP/s: a fifth of make lm's step on CL (bench/lm_step.md)."""
+  r = 2 * round(fraction * d / 2)                                                    # rotated dimensions, even
+  if r == 0: return None
+  half = r // 2
+  inv_freq = [base ** (-2.0 * (i % half) / d) for i in range(r)] + [0.0] * (d - r)   # (Hd,) both halves share freqs
+  # the tables live on x's device(s): replicated where a data-parallel batch is sharded across devices
+  angle = positions.cast("float32").reshape(-1, 1) * Tensor(inv_freq, device=device).reshape(1, d)  # (T, Hd)
+  rotate = [[0.0] * d for _ in range(d)]
+  for i in range(half): rotate[i + half][i], rotate[i][i + half] = -1.0, 1.0        # x @ R = [-x2, x1] on the first r
+  return angle.cos().contiguous(), angle.sin().contiguous(), Tensor(rotate, device=device)
+
+
+def rope(x: Tensor, positions: Tensor, base: float = 10000.0, fraction: float = 1.0, tables=None) -> Tensor:
   """Rotary embedding (RoFormer eq. 34, GPT-NeoX's half-split layout) on x [..., T, Hd] at positions [T].
 
   rope(x) = x * cos + rotate_half(x) * sin, with rotate_half([x1, x2]) = [-x2, x1] written as a product with a fixed
   (Hd, Hd) signed permutation: slicing and concatenating instead made tinygrad's training step much slower.
   fraction < 1 is partial RoPE (p-RoPE, Barbero et al. 2024, arXiv:2410.06205, used by arXiv:2505.17083): only the first
-  r = fraction * Hd dimensions rotate, at RoPE's r/2 highest frequencies; the others carry no position (angle 0)."""
-  d = x.shape[-1]
-  r = 2 * round(fraction * d / 2)                                                    # rotated dimensions, even
-  if r == 0: return x
-  half = r // 2
-  inv_freq = [base ** (-2.0 * (i % half) / d) for i in range(r)] + [0.0] * (d - r)   # (Hd,) both halves share freqs
-  # the tables live on x's device(s): replicated where a data-parallel batch is sharded across devices
-  angle = positions.cast("float32").reshape(-1, 1) * Tensor(inv_freq, device=x.device).reshape(1, d)  # (T, Hd)
-  rotate = [[0.0] * d for _ in range(d)]
-  for i in range(half): rotate[i + half][i], rotate[i][i + half] = -1.0, 1.0        # x @ R = [-x2, x1] on the first r
-  return x * angle.cos() + (x @ Tensor(rotate, device=x.device)) * angle.sin()
+  r = fraction * Hd dimensions rotate, at RoPE's r/2 highest frequencies; the others carry no position (angle 0).
+  `tables` (from rope_tables) lets q and k share one pair of tables."""
+  tables = tables or rope_tables(positions, x.shape[-1], base, fraction, x.device)
+  if tables is None: return x
+  cos, sin, rotate = tables
+  return x * cos + (x @ rotate) * sin
 
 
 def causal_mask(scores: Tensor, start_pos: int | Tensor = 0) -> Tensor | None:
@@ -398,7 +418,8 @@ class SSMaxAttention:
     if self.q_norm is not None: q, k = self.q_norm(q), self.k_norm(k)
     if self.positional == "rope":
       at = Tensor.arange(T).to(x.device) + start_pos
-      q, k = rope(q, at, self.rope_base, self.rope_fraction), rope(k, at, self.rope_base, self.rope_fraction)
+      tables = rope_tables(at, self.head_dim, self.rope_base, self.rope_fraction, x.device)
+      q, k = rope(q, at, tables=tables), rope(k, at, tables=tables)
     if cache is not None:
       # write this step's keys and values into the cache, then read back all of them (tinygrad/llm/model.py does the same)
       stored = Tensor(cache.uop.after(cache[:, :, :, start_pos:start_pos + T, :].uop.store(Tensor.stack(k, v).uop)))
