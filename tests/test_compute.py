@@ -123,3 +123,30 @@ def test_ssmax_module_matches_compute_and_freezes():
   assert not m.s.is_param and not m.bias.is_param
   (g,) = m(z, 4).max(-1).sum().gradient(m.s)  # detached: s no longer reaches the loss
   assert (g.numpy() == 0).all()
+
+
+@pytest.mark.parametrize("training", [0, 1])
+def test_masked_softmax_backward_is_the_softmax_jacobian_in_float64(training):
+  """masked_softmax's hand-written backward (d z = w * (g - sum(g w)), from the weights) against the softmax Jacobian
+  applied to g in float64, written out as diag(w) - w w^T per row; in and out of training (where exp(z - max) is
+  realised), a row with no allowed key included (zero weights, zero gradient)."""
+  from tinygrad import Context
+
+  from ssmax_tiny.model import masked_softmax
+  rng = np.random.default_rng(0)
+  z, g = rng.standard_normal((2, 5, 7)) * 3, rng.standard_normal((2, 5, 7))
+  mask = np.tril(np.ones((5, 7), bool), 2)
+  mask[3] = False
+  zt = Tensor(z.astype(np.float32))
+  with Context(TRAINING=training):
+    w = masked_softmax(zt, Tensor(mask))
+    (got,) = (w * Tensor(g.astype(np.float32))).sum().gradient(zt)
+    got = got.numpy()
+  top = np.where(mask, z, -np.inf).max(-1, keepdims=True)
+  e = np.where(mask, np.exp(z - np.where(np.isfinite(top), top, 0.0)), 0.0)
+  want_w = e / np.maximum(e.sum(-1, keepdims=True), 1e-300)                                  # the empty row stays 0
+  jacobian = np.einsum("bij,jk->bijk", want_w, np.eye(7)) - np.einsum("bij,bik->bijk", want_w, want_w)   # d w_ij / d z_ik
+  want = np.einsum("bij,bijk->bik", g, jacobian)
+  assert np.abs(want).max() > 0.1 and (want[:, 3] == 0).all()
+  np.testing.assert_allclose(w.numpy(), want_w, atol=TOL)
+  np.testing.assert_allclose(got, want, atol=TOL)
