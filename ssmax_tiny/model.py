@@ -27,11 +27,11 @@ References
   `TinyJit` (tinygrad/engine/jit.py) freezes Python numbers at capture (tinygrad's test/unit/test_jit_footguns.py), so
   every per-call quantity here (positions, log n) is derived from tensor shapes or a bound Variable, never a Python number.
 
-Reading order: 1. the SSMax function (`compute`); 2. the SSMax module (`SSMax`); 3. attention (the variants' formulas,
-`Linear` with its hand-written backward, `rope`, `causal_mask`, `padding_mask`, `attend`, `attend_blocked`, `Attended`,
-`SSMaxAttention`); 4. `FeedForward` and `TransformerBlock`; 5. `SSMaxConfig` and `SSMaxTransformer`; 6. decoding
-(`KVCache`, `Decoder`); 7. the token models (`TokenModel`, a classifier; `LanguageModel`, next-token; `decode`,
-`with_options`); 8. the builders with Edifice's names.
+Reading order: 1. the SSMax function (`compute`, on `masked_softmax` and its hand-written backward); 2. the SSMax
+module (`SSMax`); 3. attention (the variants' formulas, `Linear` with its hand-written backward, `rope_tables` and
+`rope`, `causal_mask`, `padding_mask`, `attend`, `attend_blocked`, `Attended`, `SSMaxAttention`); 4. `FeedForward` and
+`TransformerBlock`; 5. `SSMaxConfig` and `SSMaxTransformer`; 6. decoding (`KVCache`, `Decoder`); 7. the token models
+(`TokenModel`, a classifier; `LanguageModel`, next-token; `decode`, `with_options`); 8. the builders with Edifice's names.
 """
 from __future__ import annotations
 
