@@ -11,11 +11,10 @@ ratios (fused over default, with its quartiles), and the losses after the run. W
 import argparse
 import json
 import statistics
-import time
 from pathlib import Path
 
-from lm_step import config_and_train
-from tinygrad import Context, Device, GlobalCounters
+from lm_step import alternate, config_and_train
+from tinygrad import Context, Device
 
 from ssmax_tiny.lm import build_lm
 from ssmax_tiny.text import TextTask
@@ -33,13 +32,7 @@ def main():
     with Context(FUSE_OPTIM=fused):
       trainers[name] = Trainer(build_lm(lm_config(template, "ssmax", "rope", train.train_length), 0), task, train)
       first[name] = [trainers[name].train_step() for _ in range(3)]  # capture and warm-up
-  times = {name: [] for name in trainers}
-  for _ in range(a.repeats):
-    for name, t in trainers.items():
-      t0 = time.perf_counter(); t.train_step(); times[name].append(time.perf_counter() - t0)
-  kernels = {}
-  for name, t in trainers.items():
-    GlobalCounters.reset(); t.train_step(); kernels[name] = GlobalCounters.kernel_count
+  times, kernels = alternate(trainers, a.repeats)
   ratios = [f / d for d, f in zip(times["default"], times["FUSE_OPTIM=1"])]
   q = statistics.quantiles(ratios, n=4)
   out = dict(device=Device.DEFAULT, tuned=trainers["default"].tuned, repeats=a.repeats, first_losses=first, kernels=kernels,

@@ -35,10 +35,24 @@ def config_and_train():
   return template, lm_config, LM_TRAIN
 
 
+def alternate(trainers: dict, repeats: int) -> tuple[dict, dict]:
+  """Each Trainer's step times over `repeats` rounds, their steps alternating so that a slow spell of the machine
+  reaches all of them alike (paired ratios), and then each one's kernels per step."""
+  from tinygrad import GlobalCounters
+  times = {name: [] for name in trainers}
+  for _ in range(repeats):
+    for name, t in trainers.items():
+      t0 = time.perf_counter(); t.train_step(); times[name].append(time.perf_counter() - t0)
+  kernels = {}
+  for name, t in trainers.items():
+    GlobalCounters.reset(); t.train_step(); kernels[name] = GlobalCounters.kernel_count
+  return times, kernels
+
+
 def worker(args) -> dict:
   import numpy as np
   from profile_step import kernel_table, kernel_times
-  from tinygrad import Context, Device, GlobalCounters, Tensor
+  from tinygrad import Context, Device, Tensor
   from tinygrad.nn.state import get_state_dict
 
   from ssmax_tiny.lm import build_lm
@@ -57,15 +71,9 @@ def worker(args) -> dict:
     t0 = time.perf_counter()
     for _ in range(3): trainer.train_step()  # capture and warm-up (JITBEAM searches here, once per kernel)
     warmups[attention] = time.perf_counter() - t0
-  # the two steps alternate, so that a slow spell of the machine reaches both alike and their ratio is paired
-  times = {attention: [] for attention in ATTENTIONS}
-  for _ in range(args.repeats):
-    for attention, trainer in trainers.items():
-      t = time.perf_counter(); trainer.train_step(); times[attention].append(time.perf_counter() - t)
+  times, kernel_counts = alternate(trainers, args.repeats)
   for attention, trainer in trainers.items():
-    GlobalCounters.reset()
-    trainer.train_step()
-    kernels = GlobalCounters.kernel_count
+    kernels = kernel_counts[attention]
     step_s = statistics.median(times[attention])
     row = dict(attention=attention, step_s=step_s, tokens_per_s=train.batch_size * train.train_length / step_s, kernels=kernels,
                warmup_s=warmups[attention], tuned_kernels=trainer.tuned_kernels)

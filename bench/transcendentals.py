@@ -18,13 +18,12 @@ import json
 import math
 import os
 import statistics
-import time
 from contextlib import ExitStack
 from pathlib import Path
 from unittest import mock
 
-from lm_step import config_and_train
-from tinygrad import Device, GlobalCounters, Tensor
+from lm_step import alternate, config_and_train
+from tinygrad import Device, Tensor
 
 from ssmax_tiny import model
 from ssmax_tiny.lm import build_lm
@@ -74,13 +73,7 @@ def main():
       for attr, fn in patches.items(): stack.enter_context(mock.patch.object(model, attr, fn))
       trainers[name] = Trainer(build_lm(lm_config(template, "ssmax", "rope", train.train_length), 0), task, train)
       first[name] = [trainers[name].train_step() for _ in range(3)]  # capture and warm-up, with the patches in place
-  times = {name: [] for name in trainers}
-  for _ in range(a.repeats):
-    for name, t in trainers.items():
-      t0 = time.perf_counter(); t.train_step(); times[name].append(time.perf_counter() - t0)
-  kernels = {}
-  for name, t in trainers.items():
-    GlobalCounters.reset(); t.train_step(); kernels[name] = GlobalCounters.kernel_count
+  times, kernels = alternate(trainers, a.repeats)
   names = list(trainers)
 
   def paired(num, den):

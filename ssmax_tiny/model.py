@@ -440,9 +440,10 @@ class SSMaxAttention:
     if (c := self.query_scale(x.shape[1], start_pos, lengths)) is not None:
       # (c_i q_i) . k_j = c_i z_ij. Left lazy, the kernels that read dq * c, or c in training, recompute them (log n
       # included) per element in their loops: contiguous_backward realises dq * c once, and in training c is realised
-      # first (SSMax's step x1.05-1.12 softmax's before, x1.006-1.025 now, bench/lm_step.py); at inference c stays
-      # lazy, so SSMax adds no kernel to the forward pass
-      if TRAINING: c = c.contiguous()
+      # first, and so is its gradient (a sum over batch and head dims that s's and b's gradients both read; SSMax's
+      # step x1.05-1.12 softmax's before, x1.02-1.03 now, bench/lm_step.py); at inference c stays lazy, so SSMax adds
+      # no kernel to the forward pass
+      if TRAINING: c = c.contiguous().contiguous_backward()
       q = q.contiguous_backward() * c                                                # (B, H, T, Hd) * (T, 1)
     if query_block is not None and query_block < x.shape[1]:
       return self._merge(attend_blocked(q, k, v, query_block, start_pos, self.score_mod, lengths))
