@@ -239,7 +239,8 @@ class Linear:
 def rope_tables(positions: Tensor, d: int, base: float = 10000.0, fraction: float = 1.0, device=None) -> tuple[Tensor, Tensor, Tensor] | None:
   """RoPE's cos and sin tables (T, Hd) at positions [T] and its rotation (Hd, Hd) (below), on `device`; None when no
   dimension rotates. The tables are realised (`contiguous`): left lazy, every kernel that reads them (forward and backward,
-  over [B, H, T, Hd]) computed sin and cos per element, at 1 GFLOP/s: a fifth of make lm's step on CL (bench/lm_step.md)."""
+  over [B, H, T, Hd]) computed sin and cos per element, at 1 GFLOP/s: a quarter of make lm's step on CL
+  (bench/transcendentals.py)."""
   r = 2 * round(fraction * d / 2)                                                    # rotated dimensions, even
   if r == 0: return None
   half = r // 2
@@ -441,7 +442,7 @@ class SSMaxAttention:
       # (c_i q_i) . k_j = c_i z_ij. Left lazy, the kernels that read dq * c, or c in training, recompute them (log n
       # included) per element in their loops: contiguous_backward realises dq * c once, and in training c is realised
       # first, and so is its gradient (a sum over batch and head dims that s's and b's gradients both read; SSMax's
-      # step x1.05-1.12 softmax's before, x1.02-1.03 now, bench/lm_step.py); at inference c stays lazy, so SSMax adds
+      # step x1.05-1.12 softmax's before, x1.005-1.021 now, bench/lm_step_60.md); at inference c stays lazy, so SSMax adds
       # no kernel to the forward pass
       if TRAINING: c = c.contiguous().contiguous_backward()
       q = q.contiguous_backward() * c                                                # (B, H, T, Hd) * (T, 1)
