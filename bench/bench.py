@@ -56,12 +56,22 @@ def train_step_fn(m):
 
 # ---------------------------------------------------------------- tinygrad worker (one device per process)
 def worker(args) -> dict:
+  from tinygrad import Device
+
+  from ssmax_tiny import cl_graph, tuning
+  out = dict(device=Device.DEFAULT, rows=[])
+  cl_graph.install()   # as a train.Trainer does: on CL the jitted kernels launch from one loop
+  if os.environ.get("JITBEAM"):   # bench/tune.py: the captures searched as make tune searches (tuning.lowering)
+    with tuning.lowering(tuning.SEARCH_MIN_WORK): return _worker(args, out)
+  return _worker(args, out)
+
+
+def _worker(args, out: dict) -> dict:
   import numpy as np
-  from tinygrad import Context, Device, GlobalCounters, Tensor, TinyJit
+  from tinygrad import Context, GlobalCounters, Tensor, TinyJit
   from tinygrad.nn.state import get_parameters, get_state_dict
 
   import ssmax_tiny
-  out = dict(device=Device.DEFAULT, rows=[])
 
   def build(attention, T):
     Tensor.manual_seed(0)

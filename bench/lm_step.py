@@ -39,20 +39,22 @@ def alternate(trainers: dict, repeats: int) -> tuple[dict, dict]:
   """Each Trainer's step times over `repeats` rounds, their steps alternating so that a slow spell of the machine
   reaches all of them alike (paired ratios), and then each one's kernels per step."""
   from tinygrad import GlobalCounters
+
+  from ssmax_tiny import cl_graph
   times = {name: [] for name in trainers}
   for _ in range(repeats):
     for name, t in trainers.items():
       t0 = time.perf_counter(); t.train_step(); times[name].append(time.perf_counter() - t0)
   kernels = {}
-  for name, t in trainers.items():
-    GlobalCounters.reset(); t.train_step(); kernels[name] = GlobalCounters.kernel_count
+  for name, t in trainers.items():   # launches per step (a CL graph batch counts its kernels)
+    GlobalCounters.reset(); t.train_step(); kernels[name] = GlobalCounters.kernel_count + cl_graph.uncounted(t._jit)
   return times, kernels
 
 
 def worker(args) -> dict:
   import numpy as np
-  from profile_step import kernel_table, kernel_times
-  from tinygrad import Context, Device, Tensor
+  from profile_step import kernel_table, step_kernel_times
+  from tinygrad import Device, Tensor
   from tinygrad.nn.state import get_state_dict
 
   from ssmax_tiny.lm import build_lm
@@ -79,9 +81,7 @@ def worker(args) -> dict:
                warmup_s=warmups[attention], tuned_kernels=trainer.tuned_kernels)
     if beam == "tuned" and not trainer.tuned: raise SystemExit(f"--beam tuned: `make tune` has not recorded {attention}'s step on {Device.DEFAULT}")
     if attention == "ssmax":
-      tokens, targets = trainer.next_batch()
-      with Context(TRAINING=1), trainer.rng:
-        per = kernel_times(lambda: trainer._jit(tokens, targets)[0].item())
+      per = step_kernel_times(lambda: Trainer(build_lm(lm_config(template, attention, "rope", train.train_length), 0), task, train))
       row["profile"] = kernel_table(per, args.top)
       # SSMax over softmax, paired: the median over repeats of each SSMax step's time over the softmax step's beside it
       row["paired_ratio"] = statistics.median(b / a for a, b in zip(times["softmax"], times["ssmax"]))

@@ -47,6 +47,19 @@ def main():
   print(kernel_table(per, a.top))
 
 
+def step_kernel_times(make_trainer) -> dict[str, list]:
+  """kernel_times of a train.Trainer's step. The trainer is made and its step captured without the CL graph
+  (ssmax_tiny/cl_graph.py), whose batches DEBUG=2 would time as one; the kernels are the same."""
+  from ssmax_tiny import cl_graph
+  with cl_graph.disabled():
+    trainer = make_trainer()
+    for _ in range(3): trainer.train_step()
+  tokens, targets = trainer.next_batch()
+  lr = Tensor([trainer.config.lr_at(trainer.step)])
+  with Context(TRAINING=1), trainer.rng:
+    return kernel_times(lambda: trainer._jit(tokens, targets, lr)[0].item())
+
+
 def kernel_times(run) -> dict[str, list]:
   """Run `run` (one warm, jitted step) under tinygrad's DEBUG=2, which times every kernel; {name: [count, ms, GFLOP/s]}."""
   log = io.StringIO()

@@ -18,7 +18,7 @@ from tinygrad import Context, Device, Tensor, TinyJit, dtypes
 from tinygrad.nn.state import get_parameters, get_state_dict
 from tqdm.auto import tqdm
 
-from ssmax_tiny import checkpoint, tuning
+from ssmax_tiny import checkpoint, cl_graph, tuning
 from ssmax_tiny.checks import check_bool, check_int, check_number, translate_renamed
 from ssmax_tiny.model import LanguageModel, SSMaxConfig, TokenModel
 from ssmax_tiny.tasks import RetrievalTask, batch_rng
@@ -127,6 +127,7 @@ class Trainer:
     self.step = 0
     self.losses: list[float] = []
     self.rng = DropoutRNG(config.seed, self.devices or (Device.DEFAULT,))
+    cl_graph.install(self.devices)   # on OpenCL, the step's kernels launch from one loop (cl_graph.py)
     self._jit = TinyJit(self._train_step)
     # kernels that `make tune` searched for exactly this step are read back from tinygrad's cache (tuning.py)
     self.signature = tuning.step_signature(model.config, model.head_options(), config,
@@ -135,7 +136,10 @@ class Trainer:
     self.tuned_kernels: dict | None = None   # after the capture of a tuned step: {"hits": kernels read from the cache, "misses": ...}
     self.search_min_work: int | None = None  # tuning.search sets it: BEAM searches the kernels this large that the cache lacks
 
-  def _train_step(self, tokens: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+  def _train_step(self, tokens: Tensor, targets: Tensor, lr: Tensor) -> tuple[Tensor, Tensor]:
+    # the step's learning rate is an input: assigned here, inside the TinyJit, it costs one tiny kernel; assigned before
+    # each step outside it, it was a schedule of its own, 5 ms of make lm's 80 ms step on CL
+    for opt in self.optimizer.optimizers: opt.lr.assign(lr.cast(opt.lr.dtype))
     self.optimizer.zero_grad()
     params = self.optimizer.params
     if self.config.checkpoint:
@@ -156,26 +160,22 @@ class Trainer:
     if self.devices is None: return t
     return t.shard(self.devices, axis=axis).realize() if len(self.devices) > 1 else t.to(self.devices[0]).realize()
 
-  def set_lr(self, lr: float) -> None:
-    for opt in self.optimizer.optimizers:
-      opt.lr.assign(self._to_devices(Tensor([lr], dtype=opt.lr.dtype), None)).realize()
-
   def next_batch(self) -> tuple[Tensor, Tensor]:
     tokens, targets = self.task.batch(batch_rng(self.config.seed, self.step), self.config.batch_size, self.config.train_length)
     return self._to_devices(Tensor(tokens), 0), self._to_devices(Tensor(targets), 0)
 
   def train_step(self) -> float:
-    self.set_lr(self.config.lr_at(self.step))
     tokens, targets = self.next_batch()
+    lr = self._to_devices(Tensor([self.config.lr_at(self.step)], dtype=dtypes.float32), None)
     with Context(TRAINING=1), self.rng:
       # checkpointing realises block by block, which a TinyJit cannot capture as one step: it runs eagerly
-      if self.config.checkpoint: loss, _ = self._train_step(tokens, targets)
+      if self.config.checkpoint: loss, _ = self._train_step(tokens, targets, lr)
       elif self.tuned and self._jit.cnt == 1:
         # the capture compiles each kernel with the searched choice from tinygrad's cache, as JITBEAM=n would, or, where the
         # cache lacks a kernel, with the heuristics, never a search (tuning.cached_beam); `make tune` searches the large ones
         with tuning.cached_beam(self.tuned, self.search_min_work) as self.tuned_kernels:
-          loss, _ = self._jit(tokens, targets)
-      else: loss, _ = self._jit(tokens, targets)
+          loss, _ = self._jit(tokens, targets, lr)
+      else: loss, _ = self._jit(tokens, targets, lr)
     self.losses.append(float(loss.item()))
     self.step += 1
     return self.losses[-1]

@@ -13,7 +13,8 @@ constants: what the step's kernels are made of) and the width n. A `train.Traine
 TinyJit under BEAM=n, which is what JITBEAM=n does (tinygrad/engine/jit.py `jit_lower`), and says so; any other step
 keeps the heuristics. No run starts a search it did not ask for: under `cached_beam` a kernel missing from the cache
 (the model's code was edited since the search, say) gets the heuristics, not a search. SSMAX_TINY_TUNED=0 turns the
-lookup off.
+lookup off. Each searched kernel's choice is timed against the heuristics' and the faster is kept (`lowering`): so
+make tune's step is never built from kernels the search only thought faster.
 """
 from __future__ import annotations
 
@@ -26,14 +27,14 @@ from importlib.metadata import version
 from pathlib import Path
 
 from tinygrad import Context, Device
-from tinygrad.helpers import CACHEDB, CACHELEVEL, diskcache_get, prod
+from tinygrad.helpers import CACHEDB, CACHELEVEL, diskcache_get, diskcache_put, prod
 from tinygrad.uop.ops import Ops
 from tqdm.auto import tqdm
 
 from ssmax_tiny.checkpoint import atomic_write_text
 from ssmax_tiny.checks import check_int
 
-# what changes a training step's kernels; the learning rate is a Tensor assigned before each step (its schedule: lr, warmup,
+# what changes a training step's kernels; the learning rate is an input of each step (its schedule: lr, warmup,
 # min_lr_ratio, steps), and the seed changes no kernel
 STEP_FIELDS = ("batch_size", "train_length", "betas", "weight_decay", "clip", "checkpoint")
 
@@ -75,34 +76,70 @@ SEARCH_MIN_WORK = 1 << 20
 
 @contextlib.contextmanager
 def cached_beam(beam: int, search_min_work: int | None = None):
-  """BEAM=beam for the kernels compiled inside (a TinyJit's capture). With search_min_work=None a kernel's searched
-  choice is read from tinygrad's cache, and a kernel not there gets tinygrad's heuristics instead of a search; with a
-  number, kernels of at least that much work are searched (or read from the cache), the others get the heuristics.
-  Yields counts {"hits", "misses", "searched"}.
+  """BEAM=beam for the kernels compiled inside (a TinyJit's capture), lowered as `lowering` says."""
+  with lowering(search_min_work) as counts, Context(BEAM=beam): yield counts
+
+
+@contextlib.contextmanager
+def lowering(search_min_work: int | None = None):
+  """How kernels compiled inside under BEAM >= 1 (or a TinyJit's capture under JITBEAM) are lowered. With
+  search_min_work=None a kernel's searched choice is read from tinygrad's cache, and a kernel not there gets tinygrad's
+  heuristics instead of a search; with a number, kernels of at least that much work are searched (or read from the
+  cache) and then timed against the heuristics' choice, the faster kept in the cache (faster_of); the others get the
+  heuristics. Yields counts {"hits", "misses", "searched", "heuristics": searched kernels where the heuristics won}.
 
   tinygrad lowers a kernel with `beam_search` when BEAM >= 1 (tinygrad/codegen/opt/postrange.py `apply_opts`), which
   returns the cached choice or searches; the wrapper asks the cache first, with beam_search's own key
-  (tinygrad/codegen/opt/search.py), and calls `hand_coded_optimizations` where apply_opts would without BEAM."""
+  (tinygrad/codegen/opt/search.py), and calls `hand_coded_optimizations` where apply_opts would without BEAM.
+
+  Why the heuristics are timed too: beam_search starts from the bare kernel and grows it one choice a round, keeping
+  the `beam` best; the heuristics' choice (several upcasts, an unroll and local sizes at once) is not among its
+  candidates. With BEAM=1 and 2 on this machine it settled on matmul schedules slower than the heuristics' (a
+  [2048, 64] x [64, 64] product: 0.65 ms by the search's clock, 1.0 to 1.3 ms in the step, 0.51 ms for the heuristics'),
+  and make lm's tuned step had 7 such kernels."""
   import tinygrad.codegen.opt.search as search
   from tinygrad.codegen.opt.heuristic import hand_coded_optimizations
-  original, counts = search.beam_search, {"hits": 0, "misses": 0, "searched": 0}
+  original, counts = search.beam_search, {"hits": 0, "misses": 0, "searched": 0, "heuristics": 0}
 
   def heuristics(s):
     return s if any(u.op is Ops.STAGE for u in s.ast.backward_slice) else hand_coded_optimizations(s)
 
   def lower(s, rawbufs, var_vals, amt, allow_test_size=True, disable_cache=False):
     key = {"ast": s.ast.key, "amt": amt, "allow_test_size": allow_test_size, "device": s.ren.target.device, "suffix": s.ren.suffix}
+    searching = search_min_work is not None and prod(s.full_shape) >= search_min_work
     if diskcache_get("beam_search", key) is not None: counts["hits"] += 1
-    elif search_min_work is not None and prod(s.full_shape) >= search_min_work: counts["searched"] += 1
+    elif searching: counts["searched"] += 1
     else:
       counts["misses"] += 1
       return heuristics(s)
-    return original(s, rawbufs, var_vals, amt, allow_test_size)
+    found = original(s, rawbufs, var_vals, amt, allow_test_size)
+    if not searching: return found
+    # BEAM starts from the bare kernel and never times the heuristics' choice; keep that where it is faster (faster_of)
+    kept = faster_of(found, heuristics(s.copy()), rawbufs, var_vals, allow_test_size)
+    if kept is not found:
+      counts["heuristics"] += 1
+      diskcache_put("beam_search", key, list(kept.applied_opts))
+    return kept
 
   search.beam_search = lower
-  try:
-    with Context(BEAM=beam): yield counts
+  try: yield counts
   finally: search.beam_search = original
+
+
+def faster_of(a, b, rawbufs, var_vals, allow_test_size: bool, rounds: int = 5):
+  """Of two schedules of one kernel (tinygrad Schedulers), the faster, timed as beam_search times its candidates
+  (search.py `_time_program`: the same buffers and test size), in alternating rounds so that a slow spell of the machine
+  reaches both; a round's time is the best of 3 runs, and the median round decides. `a` wins ties and the cases where
+  `b` does not compile."""
+  import tinygrad.codegen.opt.search as search
+  progs = [search._try_compile((0, k))[1] for k in (a, b)]
+  if progs[1] is None or progs[0] is None: return a if progs[0] is not None or progs[1] is None else b
+  rawbufs = search._ensure_buffer_alloc(rawbufs)
+  times: list[list[float]] = [[], []]
+  for _ in range(rounds):
+    for i, (prg, _) in enumerate(progs):
+      times[i].append(min(search._time_program(prg, var_vals, rawbufs, allow_test_size=allow_test_size, cnt=3)))
+  return b if sorted(times[1])[rounds // 2] < sorted(times[0])[rounds // 2] else a
 
 
 def summary(signatures: list[str]) -> str:
@@ -127,7 +164,7 @@ def search(trainer, beam: int) -> dict:
   """BEAM-search the kernels of `trainer`'s training step and record it. Two steps run: a TinyJit's first call runs
   eagerly, its second captures and compiles under BEAM=beam, which times candidates for each kernel not yet in tinygrad's
   cache (tinygrad/codegen/opt/search.py) and does at least SEARCH_MIN_WORK iterations. The trainer's weights move by
-  two steps: use a throwaway one. Returns the kernel counts of `cached_beam`."""
+  two steps: use a throwaway one. Returns the kernel counts of `lowering`."""
   check_int("beam", beam)
   if CACHELEVEL < 1: raise RuntimeError("tinygrad's cache is off (CACHELEVEL=0): searched kernels would not be kept")
   if trainer.config.checkpoint: raise ValueError("checkpoint=True steps run eagerly, without a TinyJit: nothing to tune")
@@ -154,5 +191,5 @@ def tune_cells(cells: list[dict], signature_of, trainer_of, beam: int, progress:
   for cell in tqdm(steps.values(), desc=f"BEAM={beam} search", disable=not progress):
     counts = search(trainer_of(cell), beam)
     tqdm.write(f"  kernels: {counts['searched']} searched, {counts['hits']} already in the cache, {counts['misses']} too small "
-               "to search (heuristics)")
+               f"to search (heuristics); the heuristics' choice timed faster than BEAM's for {counts['heuristics']} (kept)")
   return len(steps)

@@ -55,6 +55,12 @@ SCRIPT = textwrap.dedent("""
     looked.append(1)
     return original_beam(*args, **kwargs)
   search.beam_search = beam
+  guarded = []                                 # searched kernels whose BEAM choice was timed against the heuristics'
+  original_guard = tuning.faster_of
+  def guard(*args, **kwargs):
+    guarded.append(1)
+    return original_guard(*args, **kwargs)
+  tuning.faster_of = guard
   def plain():
     t = lm.cell_trainer(cells[0])
     losses = [t.train_step() for _ in range(3)]
@@ -64,7 +70,7 @@ SCRIPT = textwrap.dedent("""
   if sys.argv[1] == "search":
     tuning.SEARCH_MIN_WORK = 1 << 15           # this model's kernels are all small: search its few largest
     out["searched"] = lm.compare(model, train, task=TextTask(), tune=1, progress=False, **grid)["tuned"]
-    out["timed"] = len(timed)
+    out["timed"], out["guarded"] = len(timed), len(guarded)
   else:                                        # then the model's code changes: other kernels, the same signature
     from ssmax_tiny.model import Linear
     Linear.HAND_BACKWARD_MIN = 1
@@ -89,6 +95,7 @@ def test_a_searched_step_is_used_without_searching_again(tmp_path):
   plain = first["before"]                               # nothing recorded yet: heuristics, and no search
   assert plain["tuned"] is None and plain["looked"] == 0 and "heuristics" in plain["summary"]
   assert first["searched"] == 1 and first["timed"] > 0  # compare(tune=1): one step, its candidates timed
+  assert first["guarded"] > 0                           # and each searched kernel's choice against the heuristics'
   assert first["after"]["tuned"] == 1 and "1 of 1" in first["after"]["summary"]
   later = run(tmp_path, "plain")
   again = later["before"]                               # a later run: the searched kernels read from the cache, no search
@@ -116,3 +123,22 @@ def test_record_and_lookup(tmp_path, monkeypatch):
 
 def test_tuning_refuses_bad_widths():
   with pytest.raises(ValueError, match="beam"): tuning.search(None, 0)
+
+
+def test_the_faster_of_beams_choice_and_the_heuristics_is_kept(monkeypatch):
+  # faster_of's decision with the compiler and the timer replaced: a "program" is the schedule, its time an attribute
+  import tinygrad.codegen.opt.search as search
+
+  class Schedule:
+    def __init__(self, t, compiles=True): self.t, self.compiles = t, compiles
+  timings = []
+  monkeypatch.setattr(search, "_try_compile", lambda x: (x[0], (x[1], 0.0) if x[1].compiles else None))
+  monkeypatch.setattr(search, "_ensure_buffer_alloc", lambda bufs: bufs)
+  monkeypatch.setattr(search, "_time_program", lambda prg, *a, **k: timings.append(prg) or [prg.t, prg.t * 2, prg.t * 3])
+  beam, heuristics = Schedule(2.0), Schedule(1.0)
+  assert tuning.faster_of(beam, heuristics, [], {}, True) is heuristics
+  assert timings[:2] == [beam, heuristics] and len(timings) == 10   # alternating, 5 rounds each
+  assert tuning.faster_of(Schedule(1.0), slow := Schedule(1.5), [], {}, True) is not slow
+  tie = Schedule(1.0)
+  assert tuning.faster_of(tie, Schedule(1.0), [], {}, True) is tie               # BEAM's choice wins a tie
+  assert tuning.faster_of(beam, Schedule(0.1, compiles=False), [], {}, True) is beam
