@@ -8,9 +8,10 @@ each tinygrad device present, in a process of its own (DEV=...), and each BEAM s
 tuned: what `make lm` runs after `make tune`, the large kernels searched and read from tinygrad's cache
 (ssmax_tiny/tuning.py); N: JITBEAM=N, every kernel searched once and cached by tinygrad): the step as `make lm` runs it (train.Trainer: the batch
 from numpy, one TinyJit step, the loss read back), SSMax and softmax, their steps alternating, median over --repeats steps after warm-up;
-kernels per step; and the share of the step by kernel (bench/profile_step.py's DEBUG=2 replay). Then, when PyTorch is
-installed, the same model with the same weights (logits checked to 1e-4 first), trained eager and under torch.compile
-with the same optimizer. Writes bench/lm_step.json and bench/lm_step.md.
+kernels per step; and the share of the step by kernel (bench/profile_step.py's DEBUG=2 replay). When PyTorch is
+installed, its eager step of the same model runs in the same process, alternating with tinygrad's, for a paired ratio;
+then, in the main process, the same model with the same weights (logits checked to 1e-4 first), trained eager and
+under torch.compile with the same optimizer. Writes bench/lm_step.json and bench/lm_step.md.
 """
 from __future__ import annotations
 
@@ -46,8 +47,8 @@ def alternate(trainers: dict, repeats: int) -> tuple[dict, dict]:
     for name, t in trainers.items():
       t0 = time.perf_counter(); t.train_step(); times[name].append(time.perf_counter() - t0)
   kernels = {}
-  for name, t in trainers.items():   # launches per step (a CL graph batch counts its kernels)
-    GlobalCounters.reset(); t.train_step(); kernels[name] = GlobalCounters.kernel_count + cl_graph.uncounted(t._jit)
+  for name, t in trainers.items():   # launches per step (a CL graph batch counts its kernels); tinygrad's trainers only
+    if hasattr(t, "_jit"): GlobalCounters.reset(); t.train_step(); kernels[name] = GlobalCounters.kernel_count + cl_graph.uncounted(t._jit)
   return times, kernels
 
 
@@ -73,12 +74,22 @@ def worker(args) -> dict:
     t0 = time.perf_counter()
     for _ in range(3): trainer.train_step()  # capture and warm-up (JITBEAM searches here, once per kernel)
     warmups[attention] = time.perf_counter() - t0
-  times, kernel_counts = alternate(trainers, args.repeats)
+  # PyTorch eager's step in this process too, alternating with tinygrad's: its time moves by about 25% between runs on
+  # this machine, so the ratio is taken step by step (paired), not between medians of different runs
+  try: torch_trainers = {f"torch {a}": TorchTrainer(a) for a in ATTENTIONS}
+  except ImportError: torch_trainers = {}
+  for t in torch_trainers.values():
+    for _ in range(3): t.train_step()
+  times, kernel_counts = alternate({**trainers, **torch_trainers}, args.repeats)
   for attention, trainer in trainers.items():
     kernels = kernel_counts[attention]
     step_s = statistics.median(times[attention])
     row = dict(attention=attention, step_s=step_s, tokens_per_s=train.batch_size * train.train_length / step_s, kernels=kernels,
                warmup_s=warmups[attention], tuned_kernels=trainer.tuned_kernels)
+    if f"torch {attention}" in times:
+      r = sorted(a / b for a, b in zip(times[attention], times[f"torch {attention}"]))
+      row["vs_torch_paired"] = dict(median=statistics.median(r), q1=r[len(r) // 4], q3=r[(3 * len(r)) // 4],
+                                    torch_step_s=statistics.median(times[f"torch {attention}"]))
     if beam == "tuned" and not trainer.tuned: raise SystemExit(f"--beam tuned: `make tune` has not recorded {attention}'s step on {Device.DEFAULT}")
     if attention == "ssmax":
       per = step_kernel_times(lambda: Trainer(build_lm(lm_config(template, attention, "rope", train.train_length), 0), task, train))
@@ -90,10 +101,43 @@ def worker(args) -> dict:
   return out
 
 
+def torch_step(model, train, mode: str = "eager"):
+  """PyTorch's training step for `model` (torch_ref.TorchLM), as make lm's: AdamW with the same groups, clipping,
+  the loss read back; on one random batch. Returns the step (a function returning the loss)."""
+  import torch
+  import torch.nn.functional as F
+  B, L, V = train.batch_size, train.train_length, 256
+  params = list(model.parameters())
+  groups = [dict(params=[p for p in params if p.dim() >= 2], weight_decay=train.weight_decay),
+            dict(params=[p for p in params if p.dim() < 2], weight_decay=0.0)]
+  x, y = torch.randint(0, V, (B, L)), torch.randint(0, V, (B, L))
+  opt = torch.optim.AdamW(groups, lr=train.lr, betas=train.betas)
+  forward = torch.compile(model) if mode == "compile" else model
+
+  def step():
+    opt.zero_grad(set_to_none=True)
+    loss = F.cross_entropy(forward(x).reshape(-1, V), y.reshape(-1))
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, train.clip)
+    opt.step()
+    return loss.item()
+  return step
+
+
+class TorchTrainer:
+  """PyTorch eager's step of make lm's model, with a train_step like train.Trainer's, for `alternate`."""
+  def __init__(self, attention: str):
+    import torch
+    from torch_ref import TorchLM
+    template, _, self.train = config_and_train()
+    torch.manual_seed(0)
+    self.model = TorchLM(256, template.hidden_size, template.num_heads, template.num_layers, attention=attention, positional="rope")
+    self.train_step = torch_step(self.model, self.train)
+
+
 def torch_side(args, state_file: Path) -> dict:
   try:
     import torch
-    import torch.nn.functional as F
   except ImportError:
     return dict(skipped="PyTorch is not installed: pip install -e '.[torch]' (the CPU build: pip install torch==2.13.0)")
   import numpy as np
@@ -110,21 +154,8 @@ def torch_side(args, state_file: Path) -> dict:
       load_tinygrad_state(model, saved)
       with torch.no_grad(): out["parity_max_abs_diff"] = float(np.abs(model(torch.from_numpy(tokens0).long()).numpy() - logits0).max())
       out["parity_ok"] = out["parity_max_abs_diff"] < 1e-4
-    params = list(model.parameters())
-    groups = [dict(params=[p for p in params if p.dim() >= 2], weight_decay=train.weight_decay),
-              dict(params=[p for p in params if p.dim() < 2], weight_decay=0.0)]
-    x, y = torch.randint(0, V, (B, L)), torch.randint(0, V, (B, L))
     for mode in ("eager", "compile") if args.compile else ("eager",):
-      opt = torch.optim.AdamW(groups, lr=train.lr, betas=train.betas)
-      forward = torch.compile(model) if mode == "compile" else model
-
-      def step():
-        opt.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(forward(x).reshape(-1, V), y.reshape(-1))
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, train.clip)
-        opt.step()
-        return loss.item()
+      step = torch_step(model, train, mode)
       try:
         t0 = time.perf_counter()
         for _ in range(3): step()
@@ -155,19 +186,24 @@ def report(results: dict) -> str:
     lines.append(f"PyTorch {t['version']} ({t['threads']} threads): logits parity {t['parity_max_abs_diff']:.1e} max abs difference "
                  f"({'ok' if t['parity_ok'] else 'FAILED'}, bound 1e-4).")
   else: lines.append(f"PyTorch: {t.get('skipped', 'not run')}")
-  lines += ["", "| runs on | attention | step ms | tokens/s | kernels | vs PyTorch eager (time) | vs torch.compile (time) | warm-up s |",
-            "|---|---|---:|---:|---:|---:|---:|---:|"]
+  lines += ["", "| runs on | attention | step ms | tokens/s | kernels | vs PyTorch eager, paired (quartiles) | vs PyTorch eager (time) "
+            "| vs torch.compile (time) | warm-up s |", "|---|---|---:|---:|---:|---|---:|---:|---:|"]
   for dev in results["tinygrad"]:
     for r in dev["rows"]:
       e, c = trow.get((r["attention"], "eager")), trow.get((r["attention"], "compile"))
+      pt = r.get("vs_torch_paired")
+      paired = f"**x{pt['median']:.2f}** ({pt['q1']:.2f} to {pt['q3']:.2f}; PyTorch {1e3 * pt['torch_step_s']:.1f} ms)" if pt else "-"
       lines.append(f"| tinygrad {dev['device']}{label(dev['beam'])} | {r['attention']} | "
-                   f"{1e3 * r['step_s']:.1f} | {r['tokens_per_s']:,.0f} | {r['kernels']} | "
+                   f"{1e3 * r['step_s']:.1f} | {r['tokens_per_s']:,.0f} | {r['kernels']} | {paired} | "
                    f"{'x%.2f' % (r['step_s'] / e['step_s']) if e else '-'} | {'x%.2f' % (r['step_s'] / c['step_s']) if c else '-'} | "
                    f"{r['warmup_s']:.0f} |")
   for (att, mode), r in trow.items():
     lines.append(f"| PyTorch {mode} | {att} | {1e3 * r['step_s']:.1f} | {r['tokens_per_s']:,.0f} | - | - | - | {r['warmup_s']:.0f} |")
   for r in t.get("rows", []):
     if "error" in r: lines.append(f"\nPyTorch {r['mode']} ({r['attention']}) failed: {r['error']}")
+  lines += ["", "Paired: PyTorch eager's step (same model and optimizer) runs in tinygrad's process, alternating with its steps; "
+            "the ratio is the median over the rounds of each tinygrad step over the PyTorch step beside it. The other two "
+            "ratio columns divide medians of separate runs (PyTorch's, after tinygrad's)."]
   for dev in results["tinygrad"]:
     ssmax = {r["attention"]: r for r in dev["rows"]}
     lines += ["", f"tinygrad {dev['device']}{label(dev['beam'])}: SSMax over softmax "

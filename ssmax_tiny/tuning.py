@@ -115,7 +115,7 @@ def lowering(search_min_work: int | None = None):
     found = original(s, rawbufs, var_vals, amt, allow_test_size)
     if not searching: return found
     # BEAM starts from the bare kernel and never times the heuristics' choice; keep that where it is faster (faster_of)
-    kept = faster_of(found, heuristics(s.copy()), rawbufs, var_vals, allow_test_size)
+    kept = found if (h := heuristics(s.copy())).applied_opts == found.applied_opts else faster_of(found, h, rawbufs, var_vals, allow_test_size)
     if kept is not found:
       counts["heuristics"] += 1
       diskcache_put("beam_search", key, list(kept.applied_opts))
