@@ -198,7 +198,7 @@ def report(results: dict) -> str:
                    f"{'x%.2f' % (r['step_s'] / e['step_s']) if e else '-'} | {'x%.2f' % (r['step_s'] / c['step_s']) if c else '-'} | "
                    f"{r['warmup_s']:.0f} |")
   for (att, mode), r in trow.items():
-    lines.append(f"| PyTorch {mode} | {att} | {1e3 * r['step_s']:.1f} | {r['tokens_per_s']:,.0f} | - | - | - | {r['warmup_s']:.0f} |")
+    lines.append(f"| PyTorch {mode} | {att} | {1e3 * r['step_s']:.1f} | {r['tokens_per_s']:,.0f} | - | - | - | - | {r['warmup_s']:.0f} |")
   for r in t.get("rows", []):
     if "error" in r: lines.append(f"\nPyTorch {r['mode']} ({r['attention']}) failed: {r['error']}")
   lines += ["", "Paired: PyTorch eager's step (same model and optimizer) runs in tinygrad's process, alternating with its steps; "

@@ -4,8 +4,10 @@
 
 For each device: the benchmark's worker (bench/bench.py: forward and training step through TinyJit, SSMax and softmax)
 runs twice in one run, once with tinygrad's hand-coded kernel heuristics and once with JITBEAM=N, which makes tinygrad
-time candidate kernel schedules for every kernel a TinyJit captures (tinygrad/codegen/opt/search.py) and keep the
-fastest. What it finds goes into tinygrad's cache (~/.cache/tinygrad/cache.db, CACHEDB= moves it), keyed by the
+time candidate kernel schedules for each kernel a TinyJit captures (tinygrad/codegen/opt/search.py) and keep the
+fastest. The worker searches as `make tune` does (ssmax_tiny/tuning.py `lowering`): kernels of at least SEARCH_MIN_WORK
+iterations, each search's choice then timed against the heuristics' and the faster kept; smaller kernels not in the
+cache keep the heuristics. What it finds goes into tinygrad's cache (~/.cache/tinygrad/cache.db, CACHEDB= moves it), keyed by the
 kernel and the device, so the search is paid once: later runs with JITBEAM=N (or BEAM=N) and the same shapes read it
 back. A new shape (another batch size or length) searches again. Then PyTorch (when installed) runs the same model for
 the ratio. Writes bench/tuned.json and bench/tuned.md.
