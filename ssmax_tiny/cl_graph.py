@@ -1,11 +1,11 @@
 """A TinyJit graph for tinygrad's OpenCL device: a captured step's kernels launched from one tight loop.
 
 tinygrad replays a TinyJit's kernels one by one through its generic path (tinygrad/engine/realize.py `run_linear`,
-`exec_kernel`): each launch resolves its buffers, launch sizes and runtime from the captured UOps, in Python, at about
-20 us a kernel on this machine, while the OpenCL calls themselves (clSetKernelArg, clEnqueueNDRangeKernel) take a few.
+`exec_kernel`): each launch resolves its buffers, launch sizes and runtime from the captured UOps, in Python, at tens
+of us a kernel on this machine, while the OpenCL calls themselves (clSetKernelArg, clEnqueueNDRangeKernel) take a few.
 Devices with a graph API get their launches batched instead (tinygrad/runtime/graph/: CUDA graphs, Metal indirect
 command buffers, HCQ); CL has none. On PoCL, whose two worker threads share the machine's two cores with Python, that
-Python time is taken from the kernels: on make lm's step, 339 launches, it was 6% of the step (bench/launch.py).
+Python time is taken from the kernels: on make lm's step, 342 launches, it was 6 to 10% of the step (bench/launch.py).
 
 `CLGraph` is such a graph for CL, modelled on tinygrad/runtime/graph/metal.py: at capture it resolves each kernel's
 cl_kernel, cl_mem arguments and launch sizes once; a replay sets the arguments and enqueues, the JIT's inputs (the

@@ -1,8 +1,7 @@
 """cl_graph.CLGraph: a TinyJit replayed through the CL graph gives the bits of one replayed kernel by kernel.
 
 The graph makes the same OpenCL calls as tinygrad's own path, in the same order on the same queue, so equality is to the
-bit, not to a tolerance. Runs on the OpenCL device only (make test's DEV=CL run, after test_model.py, whose shapes these
-share so that their kernels are compiled once)."""
+bit, not to a tolerance. Runs on the OpenCL device only (make test's DEV=CL run); one layer keeps the captures short."""
 import numpy as np
 import pytest
 from conftest import TINY
@@ -13,12 +12,13 @@ from tinygrad.nn.state import get_parameters, get_state_dict
 import ssmax_tiny as st
 from ssmax_tiny import cl_graph
 
+ONE_LAYER = {**TINY, "num_layers": 1}
 pytestmark = pytest.mark.skipif(Device.DEFAULT.split(":")[0] != "CL", reason="the CL graph runs on tinygrad's OpenCL device (DEV=CL)")
 
 
 def _train(graph: bool, xs: list[Tensor]):
   Tensor.manual_seed(0)
-  model = st.build(8, **TINY, dropout=0.0)
+  model = st.build(8, **ONE_LAYER, dropout=0.0)
   opt = SGD(get_parameters(model), lr=0.5)
 
   def step(x: Tensor) -> Tensor:
@@ -49,7 +49,7 @@ def test_decoding_through_the_graph_equals_kernel_by_kernel(monkeypatch):
   # the decoder's TinyJit binds its position as a Variable: the graph fills it in, and what depends on it, per call
   replays, run = [], cl_graph.CLGraph.__call__
   monkeypatch.setattr(cl_graph.CLGraph, "__call__", lambda self, *a, **k: replays.append(self) or run(self, *a, **k))
-  model = st.build(8, **TINY, output_mode="all", positional="rope", per_head=True, learn_bias=True)
+  model = st.build(8, **ONE_LAYER, output_mode="all", positional="rope", per_head=True, learn_bias=True)
   x = Tensor.randn(2, 9, 8).realize()
   steps = {}
   for graph in (False, True):
