@@ -83,6 +83,12 @@ _disabled = 0   # inside disabled(): install() does nothing
 def enabled() -> bool: return os.environ.get("SSMAX_TINY_CL_GRAPH", "1") != "0" and not _disabled
 
 
+def note(devices=None) -> str:
+  """For a run's kernels line on screen: how a Trainer on `devices` (default: tinygrad's default device) launches."""
+  if not enabled() or not any(n.split(":")[0] == "CL" for n in devices or (Device.DEFAULT,)): return ""
+  return "; launches: one loop per step (CL graph; SSMAX_TINY_CL_GRAPH=0 turns it off)"
+
+
 def install(devices=None) -> None:
   """Give each CL device among `devices` (names; default: tinygrad's default device) this graph, unless it has one,
   SSMAX_TINY_CL_GRAPH=0, or inside disabled(). Steps captured afterwards use it; steps captured before keep their
