@@ -14,6 +14,7 @@ bench/data_parallel.py (one device against --data-parallel devices) once.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -56,22 +57,19 @@ def train_step_fn(m):
 
 # ---------------------------------------------------------------- tinygrad worker (one device per process)
 def worker(args) -> dict:
-  from tinygrad import Device
-
   from ssmax_tiny import cl_graph, tuning
-  out = dict(device=Device.DEFAULT, rows=[])
   cl_graph.install()   # as a train.Trainer does: on CL the jitted kernels launch from one loop
-  if os.environ.get("JITBEAM"):   # bench/tune.py: the captures searched as make tune searches (tuning.lowering)
-    with tuning.lowering(tuning.SEARCH_MIN_WORK): return _worker(args, out)
-  return _worker(args, out)
+  # under bench/tune.py's JITBEAM the captures are searched as make tune searches them (tuning.lowering)
+  with tuning.lowering(tuning.SEARCH_MIN_WORK) if os.environ.get("JITBEAM") else contextlib.nullcontext(): return _worker(args)
 
 
-def _worker(args, out: dict) -> dict:
+def _worker(args) -> dict:
   import numpy as np
-  from tinygrad import Context, GlobalCounters, Tensor, TinyJit
+  from tinygrad import Context, Device, GlobalCounters, Tensor, TinyJit
   from tinygrad.nn.state import get_parameters, get_state_dict
 
   import ssmax_tiny
+  out = dict(device=Device.DEFAULT, rows=[])
 
   def build(attention, T):
     Tensor.manual_seed(0)

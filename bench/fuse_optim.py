@@ -13,7 +13,7 @@ import json
 import statistics
 from pathlib import Path
 
-from lm_step import alternate, config_and_train
+from lm_step import alternate, config_and_train, paired
 from tinygrad import Context, Device
 
 from ssmax_tiny.lm import build_lm
@@ -33,17 +33,16 @@ def main():
       trainers[name] = Trainer(build_lm(lm_config(template, "ssmax", "rope", train.train_length), 0), task, train)
       first[name] = [trainers[name].train_step() for _ in range(3)]  # capture and warm-up
   times, kernels = alternate(trainers, a.repeats)
-  ratios = [f / d for d, f in zip(times["default"], times["FUSE_OPTIM=1"])]
-  q = statistics.quantiles(ratios, n=4)
+  p = paired(times["FUSE_OPTIM=1"], times["default"])
   out = dict(device=Device.DEFAULT, tuned=trainers["default"].tuned, repeats=a.repeats, first_losses=first, kernels=kernels,
-             median_ms={k: 1e3 * statistics.median(v) for k, v in times.items()}, paired_ratio=statistics.median(ratios),
-             quartiles=[q[0], q[2]], last_losses={k: t.losses[-1] for k, t in trainers.items()})
+             median_ms={k: 1e3 * statistics.median(v) for k, v in times.items()}, paired_ratio=p["median"],
+             quartiles=[p["q1"], p["q3"]], last_losses={k: t.losses[-1] for k, t in trainers.items()})
   lines = [f"FUSE_OPTIM=1 against the default optimizer, make lm's SSMax + RoPE step on {out['device']} "
            f"({'tuned kernels' if out['tuned'] else 'heuristics'}), {a.repeats} paired steps.", "",
            "| optimizer | kernels per step | median step ms | first 3 losses | loss after the run |", "|---|---:|---:|---|---|"]
   lines += [f"| {k} | {kernels[k]} | {out['median_ms'][k]:.1f} | {', '.join(f'{x:.6f}' for x in first[k])} | {out['last_losses'][k]:.6f} |"
             for k in trainers]
-  lines += ["", f"Paired, fused over default: x{out['paired_ratio']:.3f} in time (quartiles x{q[0]:.3f} to x{q[2]:.3f})."]
+  lines += ["", f"Paired, fused over default: x{out['paired_ratio']:.3f} in time (quartiles x{p['q1']:.3f} to x{p['q3']:.3f})."]
   a.out.with_suffix(".json").write_text(json.dumps(out, indent=1))
   a.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
   print("\n".join(lines))

@@ -33,7 +33,7 @@ def main():
   p.add_argument("--out", type=Path, default=HERE / "launch")
   a = p.parse_args()
   if not a.tuned: os.environ["SSMAX_TINY_TUNED"] = "0"
-  from lm_step import alternate, config_and_train
+  from lm_step import alternate, config_and_train, paired
   from tinygrad import Context, Device, Tensor
 
   from ssmax_tiny import cl_graph, tuning
@@ -66,22 +66,18 @@ def main():
   for i, name in enumerate(names):
     row = dict(version=name, step_ms=1e3 * statistics.median(times[name]), kernels=kernels[name], losses=losses[name],
                tuned=bool(trainers[name].tuned))
-    if i:
-      r = sorted(b / c for c, b in zip(times[names[i - 1]], times[name]))
-      row.update(ratio=statistics.median(r), q1=r[len(r) // 4], q3=r[(3 * len(r)) // 4])
+    if i: row.update(paired(times[name], times[names[i - 1]]))
     rows.append(row)
-  r = sorted(b / c for c, b in zip(times[names[0]], times[names[-1]]))
-  out = dict(device=Device.DEFAULT, attention=a.attention, repeats=a.repeats, rows=rows,
-             overall=dict(ratio=statistics.median(r), q1=r[len(r) // 4], q3=r[(3 * len(r)) // 4]))
+  out = dict(device=Device.DEFAULT, attention=a.attention, repeats=a.repeats, rows=rows, overall=paired(times[names[-1]], times[names[0]]))
   Path(f"{a.out}.json").write_text(json.dumps(out, indent=1))
   lines = [f"make lm's {a.attention} step on {out['device']} ({'make tune' if rows[0]['tuned'] else 'heuristics'}), "
            f"{a.repeats} alternating rounds; ratios paired, each against the row above (quartiles).", "",
            "| version | step ms | kernels | paired ratio | first 3 losses |", "|---|---:|---:|---|---|"]
   for row in rows:
-    ratio = f"x{row['ratio']:.3f} ({row['q1']:.3f} to {row['q3']:.3f})" if "ratio" in row else "-"
+    ratio = f"x{row['median']:.3f} ({row['q1']:.3f} to {row['q3']:.3f})" if "median" in row else "-"
     lines.append(f"| {row['version']} | {row['step_ms']:.1f} | {row['kernels']} | {ratio} | {', '.join(f'{v:.6f}' for v in row['losses'])} |")
   o = out["overall"]
-  lines.append(f"| both, against before | | | **x{o['ratio']:.3f}** ({o['q1']:.3f} to {o['q3']:.3f}) | |")
+  lines.append(f"| both, against before | | | **x{o['median']:.3f}** ({o['q1']:.3f} to {o['q3']:.3f}) | |")
   Path(f"{a.out}.md").write_text("\n".join(lines) + "\n")
   print("\n".join(lines))
 

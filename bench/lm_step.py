@@ -52,6 +52,13 @@ def alternate(trainers: dict, repeats: int) -> tuple[dict, dict]:
   return times, kernels
 
 
+def paired(num: list[float], den: list[float]) -> dict:
+  """The paired ratio of two series of step times taken alternately: the median of num[i] / den[i], with its quartiles."""
+  r = [a / b for a, b in zip(num, den)]
+  q = statistics.quantiles(r, n=4)
+  return dict(median=statistics.median(r), q1=q[0], q3=q[2])
+
+
 def worker(args) -> dict:
   import numpy as np
   from profile_step import kernel_table, step_kernel_times
@@ -87,15 +94,14 @@ def worker(args) -> dict:
     row = dict(attention=attention, step_s=step_s, tokens_per_s=train.batch_size * train.train_length / step_s, kernels=kernels,
                warmup_s=warmups[attention], tuned_kernels=trainer.tuned_kernels)
     if f"torch {attention}" in times:
-      r = sorted(a / b for a, b in zip(times[attention], times[f"torch {attention}"]))
-      row["vs_torch_paired"] = dict(median=statistics.median(r), q1=r[len(r) // 4], q3=r[(3 * len(r)) // 4],
+      row["vs_torch_paired"] = dict(paired(times[attention], times[f"torch {attention}"]),
                                     torch_step_s=statistics.median(times[f"torch {attention}"]))
     if beam == "tuned" and not trainer.tuned: raise SystemExit(f"--beam tuned: `make tune` has not recorded {attention}'s step on {Device.DEFAULT}")
     if attention == "ssmax":
       per = step_kernel_times(lambda: Trainer(build_lm(lm_config(template, attention, "rope", train.train_length), 0), task, train))
       row["profile"] = kernel_table(per, args.top)
       # SSMax over softmax, paired: the median over repeats of each SSMax step's time over the softmax step's beside it
-      row["paired_ratio"] = statistics.median(b / a for a, b in zip(times["softmax"], times["ssmax"]))
+      row["paired_ratio"] = paired(times["ssmax"], times["softmax"])["median"]
     out["rows"].append(row)
     print(json.dumps({k: v for k, v in row.items() if k != "profile"}), file=sys.stderr, flush=True)
   return out

@@ -54,8 +54,7 @@ def step_kernel_times(make_trainer) -> dict[str, list]:
   with cl_graph.disabled():
     trainer = make_trainer()
     for _ in range(3): trainer.train_step()
-  tokens, targets = trainer.next_batch()
-  lr = Tensor([trainer.config.lr_at(trainer.step)])
+  tokens, targets, lr = *trainer.next_batch(), trainer.lr_input()
   with Context(TRAINING=1), trainer.rng:
     return kernel_times(lambda: trainer._jit(tokens, targets, lr)[0].item())
 

@@ -22,7 +22,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from unittest import mock
 
-from lm_step import alternate, config_and_train
+from lm_step import alternate, config_and_train, paired
 from tinygrad import Device, Tensor
 
 from ssmax_tiny import model
@@ -75,13 +75,8 @@ def main():
       first[name] = [trainers[name].train_step() for _ in range(3)]  # capture and warm-up, with the patches in place
   times, kernels = alternate(trainers, a.repeats)
   names = list(trainers)
-
-  def paired(num, den):
-    r = [x / y for x, y in zip(times[num], times[den])]
-    q = statistics.quantiles(r, n=4)
-    return dict(median=statistics.median(r), quartiles=[q[0], q[2]])
-  ratios = {f"{names[i]} / {names[i - 1]}": paired(names[i], names[i - 1]) for i in range(1, len(names))}
-  ratios[f"{names[-1]} / {names[0]}"] = paired(names[-1], names[0])
+  ratios = {f"{names[i]} / {names[i - 1]}": paired(times[names[i]], times[names[i - 1]]) for i in range(1, len(names))}
+  ratios[f"{names[-1]} / {names[0]}"] = paired(times[names[-1]], times[names[0]])
   out = dict(device=Device.DEFAULT, tuned=bool(trainers[names[-1]].tuned), repeats=a.repeats, first_losses=first,
              kernels=kernels, median_ms={k: 1e3 * statistics.median(v) for k, v in times.items()}, paired=ratios)
   lines = [f"make lm's SSMax + RoPE step on {out['device']} ({'make tune kernels' if out['tuned'] else 'heuristics'}), "
@@ -89,7 +84,7 @@ def main():
            "| step | kernels | median ms | first 3 losses |", "|---|---:|---:|---|"]
   lines += [f"| {k} | {kernels[k]} | {out['median_ms'][k]:.1f} | {', '.join(f'{x:.6f}' for x in first[k])} |" for k in names]
   lines += ["", "| paired | median | quartiles |", "|---|---:|---|"]
-  lines += [f"| {k} | x{v['median']:.3f} | x{v['quartiles'][0]:.3f} to x{v['quartiles'][1]:.3f} |" for k, v in ratios.items()]
+  lines += [f"| {k} | x{v['median']:.3f} | x{v['q1']:.3f} to x{v['q3']:.3f} |" for k, v in ratios.items()]
   a.out.with_suffix(".json").write_text(json.dumps(out, indent=1))
   a.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
   print("\n".join(lines))

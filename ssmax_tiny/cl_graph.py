@@ -39,7 +39,6 @@ class CLGraph(GraphRunner):
     self.queue = Device[self.calls[0][2][0].device].queue
     self.launches = []
     for j, ((_, prg, bufs, _), rt, replace) in enumerate(zip(self.calls, self.runtimes, self.uop_replace)):
-      if rt is None: raise GraphException("CLGraph runs kernels only")
       info, inputs = prg.arg, dict(replace)   # inputs: argument position -> the JIT input's slot
       args = []   # (position, what, value): a fixed buffer's cl_mem, the JIT input's slot, or the index of a Variable's value
       for i, (_, slot, dt, shape) in enumerate(rt.signature):
@@ -72,12 +71,11 @@ class CLGraph(GraphRunner):
     check(cl.clFinish(self.queue))
     return time.perf_counter() - st
 
-  @staticmethod
-  def supports_uop(batch_devs, new_call) -> bool:
-    return new_call.src[0].op is Ops.PROGRAM and GraphRunner.supports_uop(batch_devs, new_call)
-
 
 _disabled = 0   # inside disabled(): install() does nothing
+
+
+def _cl(devices) -> list[str]: return [n for n in devices or (Device.DEFAULT,) if n.split(":")[0] == "CL"]
 
 
 def enabled() -> bool: return os.environ.get("SSMAX_TINY_CL_GRAPH", "1") != "0" and not _disabled
@@ -85,7 +83,7 @@ def enabled() -> bool: return os.environ.get("SSMAX_TINY_CL_GRAPH", "1") != "0" 
 
 def note(devices=None) -> str:
   """For a run's kernels line on screen: how a Trainer on `devices` (default: tinygrad's default device) launches."""
-  if not enabled() or not any(n.split(":")[0] == "CL" for n in devices or (Device.DEFAULT,)): return ""
+  if not enabled() or not _cl(devices): return ""
   return "; launches: one loop per step (CL graph; SSMAX_TINY_CL_GRAPH=0 turns it off)"
 
 
@@ -94,17 +92,16 @@ def install(devices=None) -> None:
   SSMAX_TINY_CL_GRAPH=0, or inside disabled(). Steps captured afterwards use it; steps captured before keep their
   one-by-one launches."""
   if not enabled(): return
-  for name in devices or (Device.DEFAULT,):
-    if name.split(":")[0] == "CL" and Device[name].graph is None: Device[name].graph = CLGraph
+  for name in _cl(devices):
+    if Device[name].graph is None: Device[name].graph = CLGraph
 
 
 @contextlib.contextmanager
 def disabled(devices=None):
   """Steps captured inside launch their kernels one by one (DEBUG=2 then times each kernel)."""
   global _disabled
-  names = [n for n in (devices or (Device.DEFAULT,)) if n.split(":")[0] == "CL"]
-  saved = {n: Device[n].graph for n in names}
-  for n in names: Device[n].graph = None
+  saved = {n: Device[n].graph for n in _cl(devices)}
+  for n in saved: Device[n].graph = None
   _disabled += 1
   try: yield
   finally:

@@ -164,9 +164,13 @@ class Trainer:
     tokens, targets = self.task.batch(batch_rng(self.config.seed, self.step), self.config.batch_size, self.config.train_length)
     return self._to_devices(Tensor(tokens), 0), self._to_devices(Tensor(targets), 0)
 
+  def lr_input(self) -> Tensor:
+    """This step's learning rate as the jitted step takes it: a [1] float32 Tensor on the trainer's devices."""
+    return self._to_devices(Tensor([self.config.lr_at(self.step)], dtype=dtypes.float32), None)
+
   def train_step(self) -> float:
     tokens, targets = self.next_batch()
-    lr = self._to_devices(Tensor([self.config.lr_at(self.step)], dtype=dtypes.float32), None)
+    lr = self.lr_input()
     with Context(TRAINING=1), self.rng:
       # checkpointing realises block by block, which a TinyJit cannot capture as one step: it runs eagerly
       if self.config.checkpoint: loss, _ = self._train_step(tokens, targets, lr)

@@ -115,7 +115,8 @@ def lowering(search_min_work: int | None = None):
     found = original(s, rawbufs, var_vals, amt, allow_test_size)
     if not searching: return found
     # BEAM starts from the bare kernel and never times the heuristics' choice; keep that where it is faster (faster_of)
-    kept = found if (h := heuristics(s.copy())).applied_opts == found.applied_opts else faster_of(found, h, rawbufs, var_vals, allow_test_size)
+    h = heuristics(s.copy())
+    kept = found if h.applied_opts == found.applied_opts else faster_of(found, h, rawbufs, var_vals, allow_test_size)
     if kept is not found:
       counts["heuristics"] += 1
       diskcache_put("beam_search", key, list(kept.applied_opts))
@@ -133,7 +134,8 @@ def faster_of(a, b, rawbufs, var_vals, allow_test_size: bool, rounds: int = 5):
   `b` does not compile."""
   import tinygrad.codegen.opt.search as search
   progs = [search._try_compile((0, k))[1] for k in (a, b)]
-  if progs[1] is None or progs[0] is None: return a if progs[0] is not None or progs[1] is None else b
+  if progs[1] is None: return a
+  if progs[0] is None: return b
   rawbufs = search._ensure_buffer_alloc(rawbufs)
   times: list[list[float]] = [[], []]
   for _ in range(rounds):

@@ -142,3 +142,4 @@ def test_the_faster_of_beams_choice_and_the_heuristics_is_kept(monkeypatch):
   tie = Schedule(1.0)
   assert tuning.faster_of(tie, Schedule(1.0), [], {}, True) is tie               # BEAM's choice wins a tie
   assert tuning.faster_of(beam, Schedule(0.1, compiles=False), [], {}, True) is beam
+  assert tuning.faster_of(Schedule(0.1, compiles=False), heuristics, [], {}, True) is heuristics
