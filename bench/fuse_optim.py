@@ -26,6 +26,7 @@ def main():
   p.add_argument("--repeats", type=int, default=60, help="paired steps (default 60)")
   p.add_argument("--out", type=Path, default=Path(__file__).parent / "fuse_optim")
   a = p.parse_args()
+  if a.repeats < 2: p.error(f"--repeats {a.repeats} must be >= 2 (the paired ratio's quartiles need two pairs)")
   template, lm_config, train = config_and_train()
   task, trainers, first = TextTask(), {}, {}
   for name, fused in (("default", 0), ("FUSE_OPTIM=1", 1)):

@@ -32,6 +32,7 @@ def main():
   p.add_argument("--tuned", action="store_true", help="with make tune's kernels (run make tune first)")
   p.add_argument("--out", type=Path, default=HERE / "launch")
   a = p.parse_args()
+  if a.repeats < 2: p.error(f"--repeats {a.repeats} must be >= 2 (the paired ratios' quartiles need two pairs)")
   if not a.tuned: os.environ["SSMAX_TINY_TUNED"] = "0"
   from lm_step import alternate, config_and_train, paired
   from tinygrad import Context, Device, Tensor

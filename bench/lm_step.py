@@ -235,7 +235,7 @@ def main() -> int:
   beams = args.beam.split(",")
   if not all(b == "tuned" or (b.isdigit()) for b in beams):
     p.error(f"--beam {args.beam!r} must be comma-separated settings, each 0, tuned or an integer >= 1, e.g. 0,tuned")
-  if args.repeats < 1: p.error(f"--repeats {args.repeats} must be >= 1")
+  if args.repeats < 2: p.error(f"--repeats {args.repeats} must be >= 2 (the paired ratios' quartiles need two pairs)")
   if args.top < 1: p.error(f"--top {args.top} must be >= 1")
   sys.path.insert(0, str(HERE))
   if args.worker:
