@@ -14,17 +14,22 @@ from tinygrad.nn.state import get_state_dict
 
 from ssmax_tiny import checkpoint, cli
 from ssmax_tiny.model import SSMaxConfig
-from ssmax_tiny.tasks import make_task
+from ssmax_tiny.tasks import batch_rng, make_task
 from ssmax_tiny.train import TrainConfig, Trainer, build_token_model, load_token_model, load_trainer, save_checkpoint
 
 ROOT = Path(__file__).parent.parent
 TASK = make_task("needle", num_keys=4, num_values=4, num_filler=4)
 
 
-def _trainer(seed=0, steps=6, dropout=0.1, **model):
+def _trainer(seed=0, steps=6, dropout=0.1, cls=Trainer, **model):
   mc = SSMaxConfig(embed_dim=16, hidden_size=16, num_heads=2, num_layers=1, dropout=dropout, window_size=12, **model)
   tc = TrainConfig(steps=steps, batch_size=8, train_length=12, lr=1e-2, warmup=2, seed=seed)
-  return Trainer(build_token_model(TASK, mc, seed), TASK, tc)
+  return cls(build_token_model(TASK, mc, seed), TASK, tc)
+
+
+class _InputsAnew(Trainer):
+  """Each step's inputs as new Tensors from numpy, as before a Trainer kept its input buffers (Trainer._input)."""
+  def _input(self, name, array, axis): return Tensor(array)
 
 
 def _params(trainer):
@@ -40,9 +45,16 @@ def test_loss_falls_when_overfitting_one_batch():
 
 
 def test_training_is_deterministic_to_the_bit():
-  a, b = _trainer(seed=3), _trainer(seed=3)
+  # b makes its inputs anew each step; a writes each batch into buffers kept from its first step, which its TinyJit
+  # must read anew: the same losses and weights to the bit
+  a, b = _trainer(seed=3), _trainer(seed=3, cls=_InputsAnew)
   la, lb = a.train(progress=False), b.train(progress=False)
   assert la == lb
+  (tokens, targets), again = a.next_batch(), a.next_batch()
+  assert tokens is again[0] and targets is again[1] and a.lr_input() is a.lr_input()   # one buffer each, rewritten
+  want = TASK.batch(batch_rng(3, a.step), 8, 12)
+  np.testing.assert_array_equal(tokens.numpy(), want[0]); np.testing.assert_array_equal(targets.numpy(), want[1])
+  assert a.lr_input().item() == np.float32(a.config.lr_at(a.step))
   pa, pb = _params(a), _params(b)
   for k in pa: np.testing.assert_array_equal(pa[k], pb[k])
   assert _trainer(seed=4).train(progress=False) != la
