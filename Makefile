@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml scripts/ensure_system_deps.sh
 	$(PY) -m pip install -q -e '.[test,plot,dev,ray]'
 	@touch $(STAMP)
 
-CORE := tests/test_compute.py tests/test_model.py tests/test_cl_graph.py tests/test_cl_vector_exp.py
+CORE := tests/test_compute.py tests/test_model.py tests/test_cl_graph.py tests/test_cl_vectorize.py
 
 test: $(STAMP)  ## the suite on tinygrad's CPU device (one pytest worker per core: that device runs on one), then the core tests on its OpenCL device (PoCL) where one is present
 	DEV=CPU $(PY) -m pytest -q -n auto --dist loadgroup $(ARGS)

@@ -14,7 +14,7 @@ fi
 if [ -z "${DEV:-}" ]; then echo "gpu_check: no tinygrad GPU device (CUDA, NV, AMD, METAL or CL) opens here" >&2; exit 1; fi
 export DEV
 echo "gpu_check: tinygrad device $DEV"
-$PY -m pytest -q tests/test_compute.py tests/test_model.py tests/test_numerics.py tests/test_train.py tests/test_cl_graph.py tests/test_cl_vector_exp.py
+$PY -m pytest -q tests/test_compute.py tests/test_model.py tests/test_numerics.py tests/test_train.py tests/test_cl_graph.py tests/test_cl_vectorize.py
 $PY bench/bench.py --devices "$DEV" --out bench/gpu_results "$@"
 $PY bench/lm_step.py --devices "$DEV" --out bench/gpu_lm_step
 $PY bench/linear_backward.py

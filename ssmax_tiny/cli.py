@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from tinygrad import Device
 
-from ssmax_tiny import checkpoint, cl_graph, cl_vector_exp, report, tuning
+from ssmax_tiny import checkpoint, cl_graph, cl_vectorize, report, tuning
 from ssmax_tiny.demo import run_demo
 from ssmax_tiny.lm import LM_ATTENTIONS, LM_POSITIONALS, build_lm, compare, evaluate_lm
 from ssmax_tiny.model import ATTENTIONS, N_MODES, POSITIONALS, SSMaxConfig
@@ -299,7 +299,7 @@ def run_training(args, new_trainer) -> Trainer | None:
     if checkpoint.json_path(args.out).exists():
       raise SystemExit(f"error: {args.out} already holds a checkpoint; pass --resume to continue it, or choose another --out")
     trainer = new_trainer()
-  print(tuning.summary([trainer.signature]) + cl_graph.note(trainer.devices) + cl_vector_exp.note(trainer.devices))
+  print(tuning.summary([trainer.signature]) + cl_graph.note(trainer.devices) + cl_vectorize.note(trainer.devices))
 
   # Ctrl-C ends the run between steps, never inside tinygrad (an interrupt there could leave its device worker waiting)
   interrupted = []

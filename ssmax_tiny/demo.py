@@ -17,7 +17,7 @@ from pathlib import Path
 from tinygrad import Device
 from tinygrad.nn.state import get_state_dict
 
-from ssmax_tiny import cl_graph, cl_vector_exp, report, tuning
+from ssmax_tiny import cl_graph, cl_vectorize, report, tuning
 from ssmax_tiny.model import POSITIONALS, SSMaxConfig
 from ssmax_tiny.sweep import run_grid, runner_name
 from ssmax_tiny.tasks import make_task
@@ -104,7 +104,7 @@ def run_demo(model: SSMaxConfig, train: TrainConfig, *, task: str = "needle", se
         f"train length: {train.train_length}  steps: {train.steps}  seeds: {seeds}  lengths: {lengths}  "
         f"cells: {len(cells)} in {runner_name(jobs, ray)}")
   if tune: return dict(tuned=tuning.tune_cells(cells, cell_signature, cell_trainer, tune, progress))
-  print(tuning.summary([cell_signature(c) for c in cells]) + cl_graph.note() + cl_vector_exp.note())
+  print(tuning.summary([cell_signature(c) for c in cells]) + cl_graph.note() + cl_vectorize.note())
   runs, failed = run_grid(run_cell, cells, out, jobs=jobs, ray=ray, cpus=cpus, gpus=gpus, progress=progress)
   if failed: return dict(failed=failed)
   summary = report.summarize(runs, lengths)

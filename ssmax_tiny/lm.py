@@ -23,7 +23,7 @@ from tinygrad import Device, Tensor
 from tinygrad.nn.state import get_parameters
 from tqdm.auto import tqdm
 
-from ssmax_tiny import cl_graph, cl_vector_exp, tuning
+from ssmax_tiny import cl_graph, cl_vectorize, tuning
 from ssmax_tiny.model import LanguageModel, SSMaxConfig, with_options
 from ssmax_tiny.sweep import run_grid, runner_name
 from ssmax_tiny.tasks import batch_rng
@@ -212,7 +212,7 @@ def compare(model: SSMaxConfig, train: TrainConfig, *, task: TextTask, attention
   print(f"device: {Device.DEFAULT}  data: {task.source} ({train_bytes:,} bytes for training, {held_bytes:,} held out)  "
         f"L = {L}, evaluated to {factor * L}  cells: {len(cells)} in {runner_name(jobs, ray)}")
   if tune: return dict(tuned=tuning.tune_cells(cells, cell_signature, cell_trainer, tune, progress))
-  print(tuning.summary([cell_signature(c) for c in cells]) + cl_graph.note() + cl_vector_exp.note())
+  print(tuning.summary([cell_signature(c) for c in cells]) + cl_graph.note() + cl_vectorize.note())
   runs, failed = run_grid(run_cell, cells, out, jobs=jobs, ray=ray, cpus=cpus, gpus=gpus, progress=progress)
   if failed: return dict(failed=failed)
   results = dict(device=Device.DEFAULT, data=task.source, train_length=L, factor=factor, windows=windows, samples=samples,

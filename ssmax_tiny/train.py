@@ -21,7 +21,7 @@ from tinygrad.device import Buffer
 from tinygrad.nn.state import get_parameters, get_state_dict
 from tqdm.auto import tqdm
 
-from ssmax_tiny import checkpoint, cl_graph, cl_vector_exp, tuning
+from ssmax_tiny import checkpoint, cl_graph, cl_vectorize, tuning
 from ssmax_tiny.checks import check_bool, check_int, check_number, translate_renamed
 from ssmax_tiny.model import LanguageModel, SSMaxConfig, TokenModel
 from ssmax_tiny.tasks import RetrievalTask, batch_rng
@@ -131,7 +131,7 @@ class Trainer:
     self.losses: list[float] = []
     self.rng = DropoutRNG(config.seed, self.devices or (Device.DEFAULT,))
     cl_graph.install(self.devices)   # on OpenCL, the step's kernels launch from one loop (cl_graph.py)
-    cl_vector_exp.install(self.devices)   # and exp2 is called on float4s, not on each lane (cl_vector_exp.py)
+    cl_vectorize.install(self.devices)   # and exp2 is called on float4s, not on each lane (cl_vectorize.py)
     self._jit = TinyJit(self._train_step)
     # kernels that `make tune` searched for exactly this step are read back from tinygrad's cache (tuning.py)
     self.signature = tuning.step_signature(model.config, model.head_options(), config,

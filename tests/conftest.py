@@ -7,6 +7,12 @@ from tinygrad import Tensor
 
 sys.path.insert(0, str(Path(__file__).parent))  # tests/reference.py, the float64 numpy reference
 
+# on the OpenCL device the model's kernels are tested as a Trainer renders them: float arithmetic on vectors
+# (ssmax_tiny/cl_vectorize.py; a no-op on other devices)
+from ssmax_tiny import cl_vectorize  # noqa: E402
+
+cl_vectorize.install()
+
 
 @pytest.fixture(autouse=True)
 def _seed():

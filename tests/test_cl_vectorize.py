@@ -1,0 +1,86 @@
+"""cl_vectorize: float arithmetic on whole vectors in the OpenCL kernels. Kernels are rendered that way (exp and the
+exact GELU), also when tinygrad renders them in its worker processes; exp stays within an ulp of the exact exp2 of the
+same float32 argument, special values included, and the GELU within a few ulps of tinygrad's per-lane kernel. Runs on
+the OpenCL device only (make test's DEV=CL run)."""
+import numpy as np
+import pytest
+import tinygrad.codegen
+from tinygrad import Device, Tensor
+
+from ssmax_tiny import cl_vectorize
+
+pytestmark = pytest.mark.skipif(Device.DEFAULT.split(":")[0] != "CL", reason="the rule is for tinygrad's OpenCL device (DEV=CL)")
+
+@pytest.fixture(autouse=True)
+def _as_it_was():
+  """The tests switch the renderer; conftest.py installed it for the whole run, so each test leaves it installed."""
+  yield
+  cl_vectorize.install()
+
+
+SPECIAL = [-np.inf, np.inf, np.nan, 0.0, -0.0, -87.0, -100.0, -104.0, 88.0, 89.0, 1e-30, -1e-30]
+
+
+def _sources(name_part: str) -> list[str]:
+  """The OpenCL sources tinygrad has rendered with the vector renderer, of kernels whose source contains name_part."""
+  return [s.arg for key, prg in tinygrad.codegen.to_program_cache.items() if key[1] is cl_vectorize.VectorizingOpenCLRenderer
+          for s in prg.src if isinstance(s.arg, str) and name_part in s.arg]
+
+
+def _exp(values: np.ndarray, scale: float) -> np.ndarray:
+  return (Tensor(values).realize() * scale).exp().numpy()
+
+
+def test_exp_is_rendered_on_vectors_and_stays_within_an_ulp():
+  rng = np.random.default_rng(0)
+  x = np.concatenate([rng.standard_normal(4096 - len(SPECIAL)).astype(np.float32) * 30, np.array(SPECIAL, np.float32)])
+  cl_vectorize.uninstall()
+  per_lane = _exp(x, 0.5)
+  cl_vectorize.install()
+  try: vector = _exp(x, 0.5)
+  finally: cl_vectorize.uninstall()
+  assert any(s.count("exp2(") == 1 for s in _sources("0.72134")), "exp2 is not called once per float4"   # 0.5 / ln 2
+  # both compute exp2(float32(float32(x * 0.5) * float32(1 / ln 2))), tinygrad's exp
+  arg = (x * np.float32(0.5)) * np.float32(1 / np.log(2))
+  exact = np.exp2(arg.astype(np.float64))
+  finite = np.isfinite(exact) & (exact > np.finfo(np.float32).tiny) & (exact < np.finfo(np.float32).max)
+  for got in (per_lane, vector):
+    ulps = np.abs(got[finite] - exact[finite]) / np.spacing(exact[finite].astype(np.float32))
+    assert ulps.max() <= 1.0, ulps.max()
+    np.testing.assert_array_equal(got[~finite & ~np.isnan(exact)], exact[~finite & ~np.isnan(exact)].astype(np.float32))
+    assert np.isnan(got[np.isnan(x)]).all()
+  assert (np.abs(vector[finite] - per_lane[finite]) <= np.spacing(np.abs(per_lane[finite]))).all()   # at most an ulp apart
+  assert (vector != per_lane).any(), "the two renderings gave the same bits: was the vector one used?"
+
+
+def test_kernels_rendered_in_tinygrads_worker_processes_get_the_rule_too():
+  # several kernels at once are rendered in a pool of worker processes, which get the renderer as its class and target
+  cl_vectorize.install()
+  try:
+    xs = [Tensor.randn(4096).realize() for _ in range(3)]
+    Tensor.realize(*[(x * (0.25 + 0.125 * i)).exp() for i, x in enumerate(xs)])
+  finally: cl_vectorize.uninstall()
+  assert {s.count("exp2(") for s in _sources("0.36067")} == {1}   # 0.25 / ln 2, the first kernel: one exp2 per float4
+
+
+def test_the_exact_gelu_is_rendered_on_vectors_and_agrees_with_the_per_lane_kernel():
+  x = Tensor(np.random.default_rng(1).standard_normal((64, 256)).astype(np.float32) * 4).realize()
+  cl_vectorize.uninstall()
+  per_lane = (x * 1.0).gelu(approximate="none").numpy()
+  cl_vectorize.install()
+  try: vector = (x * 1.0).gelu(approximate="none").numpy()
+  finally: cl_vectorize.uninstall()
+  assert {s.count("exp2(") for s in _sources("0.2316418")} == {1}   # erf's 0.3275911 / sqrt 2: one exp2 per float4
+  # the same operations in the same order; exp2 and the reciprocal may differ by an ulp, which the sum can carry
+  np.testing.assert_allclose(vector, per_lane, rtol=4 * np.finfo(np.float32).eps, atol=1e-7)
+
+
+def test_switches():
+  cl_vectorize.install(); cl_vectorize.install()
+  assert cl_vectorize.installed("CL") and Device["CL"].renderers.count(cl_vectorize.VectorizingOpenCLRenderer) == 1
+  cl_vectorize.uninstall()
+  assert not cl_vectorize.installed("CL")
+  with pytest.MonkeyPatch.context() as mp:
+    mp.setenv("SSMAX_TINY_CL_VECTORIZE", "0")
+    cl_vectorize.install()
+    assert not cl_vectorize.installed("CL") and cl_vectorize.note() == ""
