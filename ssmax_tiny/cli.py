@@ -362,6 +362,7 @@ COMMANDS = {"train": cmd_train, "eval": cmd_eval, "demo": cmd_demo, "fading": cm
 
 def main(argv: list[str] | None = None) -> int:
   args = build_parser().parse_args(argv)
+  cl_vectorize.install()   # on OpenCL, evaluation and decoding too render float arithmetic on vectors (a Trainer does anyway)
   try:
     return COMMANDS[args.command](args)
   except (checkpoint.CheckpointError, ValueError) as e:
