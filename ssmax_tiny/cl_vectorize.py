@@ -5,7 +5,7 @@ that loads a float4 and stores exp of it calls exp2 four times on scalars and st
 
     *((__global float4*)(data0+alu0)) = (float4)(exp2(val0.x*K), exp2(val0.y*K), exp2(val0.z*K), exp2(val0.w*K));
 
-OpenCL's exp2, like its arithmetic, takes vectors too. On PoCL (this machine's CPU) exp2 of a float4 runs about 5x
+OpenCL's exp2, like its arithmetic, takes vectors too. On PoCL (this machine's CPU) exp2 of a float4 runs 4 to 5x
 faster than four scalar calls, which its compiler does not vectorise (`python bench/vectorize.py`). The softmax's exp
 over the attention scores (realised by `contiguous` in model.py's attention) is such a kernel, 8% of make lm's tuned
 step on CL, and the exact GELU (erf's polynomial and exp) another 5%.
