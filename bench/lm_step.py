@@ -198,9 +198,9 @@ def report(results: dict) -> str:
     for r in dev["rows"]:
       e, c = trow.get((r["attention"], "eager")), trow.get((r["attention"], "compile"))
       pt = r.get("vs_torch_paired")
-      paired = f"**x{pt['median']:.2f}** ({pt['q1']:.2f} to {pt['q3']:.2f}; PyTorch {1e3 * pt['torch_step_s']:.1f} ms)" if pt else "-"
+      vs_torch = f"**x{pt['median']:.2f}** ({pt['q1']:.2f} to {pt['q3']:.2f}; PyTorch {1e3 * pt['torch_step_s']:.1f} ms)" if pt else "-"
       lines.append(f"| tinygrad {dev['device']}{label(dev['beam'])} | {r['attention']} | "
-                   f"{1e3 * r['step_s']:.1f} | {r['tokens_per_s']:,.0f} | {r['kernels']} | {paired} | "
+                   f"{1e3 * r['step_s']:.1f} | {r['tokens_per_s']:,.0f} | {r['kernels']} | {vs_torch} | "
                    f"{'x%.2f' % (r['step_s'] / e['step_s']) if e else '-'} | {'x%.2f' % (r['step_s'] / c['step_s']) if c else '-'} | "
                    f"{r['warmup_s']:.0f} |")
   for (att, mode), r in trow.items():

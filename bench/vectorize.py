@@ -11,7 +11,6 @@ Three measurements in one process, each paired (the two versions alternate, so a
 Writes OUT.json and OUT.md.
 """
 import argparse
-import contextlib
 import json
 import os
 import statistics
@@ -106,4 +105,4 @@ def main():
 
 
 if __name__ == "__main__":
-  with contextlib.suppress(KeyboardInterrupt): main()
+  main()

@@ -75,7 +75,9 @@ class CLGraph(GraphRunner):
 _disabled = 0   # inside disabled(): install() does nothing
 
 
-def _cl(devices) -> list[str]: return [n for n in devices or (Device.DEFAULT,) if n.split(":")[0] == "CL"]
+def cl_devices(devices=None) -> list[str]:
+  """The OpenCL devices among `devices` (names; default: tinygrad's default device)."""
+  return [n for n in devices or (Device.DEFAULT,) if n.split(":")[0] == "CL"]
 
 
 def enabled() -> bool: return os.environ.get("SSMAX_TINY_CL_GRAPH", "1") != "0" and not _disabled
@@ -83,7 +85,7 @@ def enabled() -> bool: return os.environ.get("SSMAX_TINY_CL_GRAPH", "1") != "0" 
 
 def note(devices=None) -> str:
   """For a run's kernels line on screen: how a Trainer on `devices` (default: tinygrad's default device) launches."""
-  if not enabled() or not _cl(devices): return ""
+  if not enabled() or not cl_devices(devices): return ""
   return "; launches: one loop per step (CL graph; SSMAX_TINY_CL_GRAPH=0 turns it off)"
 
 
@@ -92,7 +94,7 @@ def install(devices=None) -> None:
   SSMAX_TINY_CL_GRAPH=0, or inside disabled(). Steps captured afterwards use it; steps captured before keep their
   one-by-one launches."""
   if not enabled(): return
-  for name in _cl(devices):
+  for name in cl_devices(devices):
     if Device[name].graph is None: Device[name].graph = CLGraph
 
 
@@ -100,7 +102,7 @@ def install(devices=None) -> None:
 def disabled(devices=None):
   """Steps captured inside launch their kernels one by one (DEBUG=2 then times each kernel)."""
   global _disabled
-  saved = {n: Device[n].graph for n in _cl(devices)}
+  saved = {n: Device[n].graph for n in cl_devices(devices)}
   for n in saved: Device[n].graph = None
   _disabled += 1
   try: yield

@@ -39,6 +39,8 @@ from tinygrad import Device, dtypes
 from tinygrad.renderer.cstyle import OpenCLRenderer
 from tinygrad.uop.ops import Ops, PatternMatcher, UOp, UPat
 
+from ssmax_tiny.cl_graph import cl_devices
+
 VECTOR_WIDTHS = (2, 4, 8, 16)   # OpenCL C's vector types (3 aside)
 # float operations that OpenCL C applies lane by lane to vectors (its built-in functions and operators on floatn)
 VECTOR_OPS = {Ops.ADD, Ops.SUB, Ops.MUL, Ops.FDIV, Ops.MAX, Ops.NEG, Ops.RECIPROCAL, Ops.SQRT, Ops.EXP2, Ops.LOG2}
@@ -63,9 +65,6 @@ class VectorizingOpenCLRenderer(OpenCLRenderer):
 def enabled() -> bool: return os.environ.get("SSMAX_TINY_CL_VECTORIZE", "1") != "0"
 
 
-def _cl(devices) -> list[str]: return [n for n in devices or (Device.DEFAULT,) if n.split(":")[0] == "CL"]
-
-
 def installed(name: str) -> bool: return Device[name].renderers[0] is VectorizingOpenCLRenderer
 
 
@@ -74,17 +73,17 @@ def install(devices=None) -> None:
   VectorizingOpenCLRenderer, unless SSMAX_TINY_CL_VECTORIZE=0. Kernels compiled afterwards use it; steps captured before
   keep their kernels."""
   if not enabled(): return
-  for name in _cl(devices):
+  for name in cl_devices(devices):
     if not installed(name): Device[name].renderers = [VectorizingOpenCLRenderer, *Device[name].renderers]
 
 
 def uninstall(devices=None) -> None:
   """Back to tinygrad's renderer (bench/vectorize.py compares both in one process)."""
-  for name in _cl(devices):
+  for name in cl_devices(devices):
     Device[name].renderers = [r for r in Device[name].renderers if r is not VectorizingOpenCLRenderer]
 
 
 def note(devices=None) -> str:
   """For a run's kernels line on screen, when the rule is on for a CL device among `devices`."""
-  if not enabled() or not _cl(devices): return ""
+  if not enabled() or not cl_devices(devices): return ""
   return "; float arithmetic on float4s (SSMAX_TINY_CL_VECTORIZE=0 turns it off)"

@@ -11,6 +11,7 @@ from ssmax_tiny import cl_vectorize
 
 pytestmark = pytest.mark.skipif(Device.DEFAULT.split(":")[0] != "CL", reason="the rule is for tinygrad's OpenCL device (DEV=CL)")
 
+
 @pytest.fixture(autouse=True)
 def _as_it_was():
   """The tests switch the renderer; conftest.py installed it for the whole run, so each test leaves it installed."""
