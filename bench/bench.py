@@ -58,7 +58,7 @@ def train_step_fn(m):
 # ---------------------------------------------------------------- tinygrad worker (one device per process)
 def worker(args) -> dict:
   from ssmax_tiny import cl_graph, cl_vectorize, tuning
-  cl_graph.install()   # as a train.Trainer does: on CL the jitted kernels launch from one loop, float arithmetic on float4s
+  cl_graph.install()   # as a train.Trainer does: on CL the jitted kernels launch from one loop, float arithmetic on vectors
   cl_vectorize.install()
   # under bench/tune.py's JITBEAM the captures are searched as make tune searches them (tuning.lowering)
   with tuning.lowering(tuning.SEARCH_MIN_WORK) if os.environ.get("JITBEAM") else contextlib.nullcontext(): return _worker(args)

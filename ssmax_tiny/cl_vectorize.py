@@ -1,4 +1,5 @@
-"""Float arithmetic on whole vectors in tinygrad's OpenCL kernels: exp2 of a float4 in one call, not four.
+"""Float arithmetic on whole vectors in tinygrad's OpenCL kernels: exp2 of a float4 in one call, not four; and loads
+and stores of eight floats at once, the width of this CPU's vector registers (AVX2), where tinygrad stops at four.
 
 tinygrad writes every elementwise operation out per lane (tinygrad/codegen/__init__.py `do_devectorize`), so a kernel
 that loads a float4 and stores exp of it calls exp2 four times on scalars and stacks the results for the store:
@@ -20,11 +21,26 @@ and again on those STACKs, down to loads and constants. The C-style renderer wri
 operations with vector operands as they are (`exp2(x)`, `a*b`, `max(a,b)`). Comparisons, selects, casts and integer
 operations stay per lane: OpenCL gives them other types on vectors (a comparison of float4s is an int4 of -1 and 0).
 
-The rule lives in a subclass of tinygrad's OpenCL renderer, VectorizingOpenCLRenderer, which `install()` puts first in
-the CL device's list of renderers. A class, not a rule added to the device's renderer object, because tinygrad renders
-kernels in worker processes (tinygrad/engine/realize.py `lower_and_compile`) and sends them the renderer as its class
-and target (Renderer.__reduce__); and it keys rendered programs by the renderer's type (`to_program_key`), so kernels
-rendered both ways do not mix. BEAM's cache keys choices by kernel and device only, so `make tune`'s choices still apply.
+The rule lives in a subclass of tinygrad's OpenCL renderer, VectorizingOpenCLRenderer, and the float8 widths (below)
+in its subclass WideOpenCLRenderer, which `install()` puts first in the CL device's list of renderers. A class, not a
+rule added to the device's renderer object, because tinygrad renders kernels in worker processes
+(tinygrad/engine/realize.py `lower_and_compile`) and sends them the renderer as its class and target
+(Renderer.__reduce__); and it keys rendered programs by the renderer's type (`to_program_key`), so kernels rendered
+both ways do not mix. BEAM's cache keys choices by kernel and device only, so `make tune`'s choices still apply.
+
+Eight floats at once: tinygrad folds a kernel's loads and stores of neighbouring floats into float4 and float2 ones
+(tinygrad/codegen/late/coalesce.py `memory_coalescing`, lengths [4,2] wherever the renderer supports float4). A matmul
+tile of 6 rows x 16 columns per work-item (UPCAST 6 and 16, a schedule BEAM can choose) then loads each row of the
+right operand as four float4s and does its 96 multiply-adds per step of the reduction on scalars, which PoCL's compiler
+packs into 4-wide instructions at best: 37 GFLOP/s for make bench's [1920, 256] x [256, 1024] product on this machine.
+With float8 among the lengths, the same schedule loads two float8s, the multiply-adds become 8-wide, and it ran at
+114 to 122 GFLOP/s (numpy's sgemm: about 200). tinygrad has no setting for these lengths (ALLOW_HALF8 is for half), so
+for this renderer only, memory_coalescing is tinygrad's own function with that one list changed (`_widened`: its
+source, one line replaced, compiled again); tinygrad's codegen calls it through `_coalesce`, which hands every other
+renderer tinygrad's function unchanged. Loads and stores fold to float8 only at offsets that are multiples of 8
+floats (memory_coalescing's own check) and tinygrad's CL buffers are whole allocations, so they stay 32-byte aligned.
+If tinygrad's source no longer has the line, the widths stay tinygrad's and `note()` says so; SSMAX_TINY_CL_FLOAT8=0
+keeps them too (the renderer is then VectorizingOpenCLRenderer, without the widths; bench/float8.py compares).
 
 Numerics: +, -, * and max are IEEE operations, the same per lane on vectors. exp2, log2, sqrt, the reciprocal and
 division are within OpenCL's bounds either way (exp2: 3 ulp), and PoCL's vector exp2 and its scalar one differ by one
@@ -33,8 +49,11 @@ time. Kernels compiled before `install()` keep their scalar calls. `SSMAX_TINY_C
 """
 from __future__ import annotations
 
+import inspect
 import os
 
+import tinygrad.codegen
+import tinygrad.codegen.late.coalesce as coalesce
 from tinygrad import Device, dtypes
 from tinygrad.renderer.cstyle import OpenCLRenderer
 from tinygrad.uop.ops import Ops, PatternMatcher, UOp, UPat
@@ -62,28 +81,71 @@ class VectorizingOpenCLRenderer(OpenCLRenderer):
   extra_matcher = RULE if OpenCLRenderer.extra_matcher is None else OpenCLRenderer.extra_matcher + RULE
 
 
+class WideOpenCLRenderer(VectorizingOpenCLRenderer):
+  """VectorizingOpenCLRenderer whose kernels load and store float8s too (`_coalesce`); what `install` puts first."""
+
+
+def _widened(fn):
+  """tinygrad's memory_coalescing with float8 among the widths it folds float loads and stores into; None when its
+  source no longer has the one line this changes (another tinygrad version)."""
+  old, new = "else [4,2]", "else [8,4,2]"
+  src = inspect.getsource(fn)
+  if src.count(old) != 1: return None
+  namespace = dict(vars(coalesce))
+  exec(compile(src.replace(old, new), coalesce.__file__, "exec"), namespace)
+  return namespace[fn.__name__]
+
+
+_TINYGRAD_COALESCING = coalesce.memory_coalescing
+_WIDE_COALESCING = _widened(_TINYGRAD_COALESCING)
+
+
+def _coalesce(sink, ren):
+  wide = _WIDE_COALESCING is not None and isinstance(ren, WideOpenCLRenderer)
+  return (_WIDE_COALESCING if wide else _TINYGRAD_COALESCING)(sink, ren)
+
+
+# tinygrad/codegen/__init__.py calls memory_coalescing by this module-level name; set on import, so that a compile
+# worker process, which imports this module to rebuild the renderer it is sent, has it too
+tinygrad.codegen.memory_coalescing = _coalesce
+
+
 def enabled() -> bool: return os.environ.get("SSMAX_TINY_CL_VECTORIZE", "1") != "0"
 
 
-def installed(name: str) -> bool: return Device[name].renderers[0] is VectorizingOpenCLRenderer
+def wide() -> bool:
+  """Whether install() adds float8 loads and stores: unless SSMAX_TINY_CL_FLOAT8=0, or this tinygrad's
+  memory_coalescing lacks the line `_widened` changes."""
+  return _WIDE_COALESCING is not None and os.environ.get("SSMAX_TINY_CL_FLOAT8", "1") != "0"
+
+
+RENDERERS = (VectorizingOpenCLRenderer, WideOpenCLRenderer)
+
+
+def installed(name: str) -> bool: return Device[name].renderers[0] in RENDERERS
 
 
 def install(devices=None) -> None:
   """Render the kernels of each CL device among `devices` (names; default: tinygrad's default device) with
-  VectorizingOpenCLRenderer, unless SSMAX_TINY_CL_VECTORIZE=0. Kernels compiled afterwards use it; steps captured before
-  keep their kernels."""
+  WideOpenCLRenderer (VectorizingOpenCLRenderer when `wide()` is false), unless SSMAX_TINY_CL_VECTORIZE=0. Kernels
+  compiled afterwards use it; steps captured before keep their kernels."""
   if not enabled(): return
+  renderer = WideOpenCLRenderer if wide() else VectorizingOpenCLRenderer
   for name in cl_devices(devices):
-    if not installed(name): Device[name].renderers = [VectorizingOpenCLRenderer, *Device[name].renderers]
+    if Device[name].renderers[0] is not renderer:
+      Device[name].renderers = [renderer, *[r for r in Device[name].renderers if r not in RENDERERS]]
 
 
 def uninstall(devices=None) -> None:
   """Back to tinygrad's renderer (bench/vectorize.py compares both in one process)."""
   for name in cl_devices(devices):
-    Device[name].renderers = [r for r in Device[name].renderers if r is not VectorizingOpenCLRenderer]
+    Device[name].renderers = [r for r in Device[name].renderers if r not in RENDERERS]
 
 
 def note(devices=None) -> str:
   """For a run's kernels line on screen, when the rule is on for a CL device among `devices`."""
   if not enabled() or not cl_devices(devices): return ""
-  return "; float arithmetic on float4s (SSMAX_TINY_CL_VECTORIZE=0 turns it off)"
+  if wide(): width = "float8 loads and stores (SSMAX_TINY_CL_FLOAT8=0: float4)"
+  elif _WIDE_COALESCING is None: width = "float4 loads and stores (this tinygrad's memory_coalescing lacks the line cl_vectorize widens)"
+  else: width = "float4 loads and stores (SSMAX_TINY_CL_FLOAT8=0)"
+  return f"; float arithmetic on vectors, {width} (SSMAX_TINY_CL_VECTORIZE=0 turns both off)"

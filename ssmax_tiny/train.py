@@ -131,7 +131,7 @@ class Trainer:
     self.losses: list[float] = []
     self.rng = DropoutRNG(config.seed, self.devices or (Device.DEFAULT,))
     cl_graph.install(self.devices)   # on OpenCL, the step's kernels launch from one loop (cl_graph.py)
-    cl_vectorize.install(self.devices)   # and exp2 is called on float4s, not on each lane (cl_vectorize.py)
+    cl_vectorize.install(self.devices)   # and float arithmetic runs on vectors, loads and stores on float8s (cl_vectorize.py)
     self._jit = TinyJit(self._train_step)
     # kernels that `make tune` searched for exactly this step are read back from tinygrad's cache (tuning.py)
     self.signature = tuning.step_signature(model.config, model.head_options(), config,

@@ -1,11 +1,13 @@
 """cl_vectorize: float arithmetic on whole vectors in the OpenCL kernels. Kernels are rendered that way (exp and the
 exact GELU), also when tinygrad renders them in its worker processes; exp stays within an ulp of the exact exp2 of the
-same float32 argument, special values included, and the GELU within a few ulps of tinygrad's per-lane kernel. Runs on
+same float32 argument, special values included, and the GELU within a few ulps of tinygrad's per-lane kernel. A matmul
+tile of 16 columns loads and stores float8s, and its product stays within float32's bound of the float64 one. Runs on
 the OpenCL device only (make test's DEV=CL run)."""
 import numpy as np
 import pytest
 import tinygrad.codegen
-from tinygrad import Device, Tensor
+from tinygrad import Context, Device, Tensor
+from tinygrad.codegen.opt import Opt, OptOps
 
 from ssmax_tiny import cl_vectorize
 
@@ -24,7 +26,7 @@ SPECIAL = [-np.inf, np.inf, np.nan, 0.0, -0.0, -87.0, -100.0, -104.0, 88.0, 89.0
 
 def _sources(name_part: str) -> list[str]:
   """The OpenCL sources tinygrad has rendered with the vector renderer, of kernels whose source contains name_part."""
-  return [s.arg for key, prg in tinygrad.codegen.to_program_cache.items() if key[1] is cl_vectorize.VectorizingOpenCLRenderer
+  return [s.arg for key, prg in tinygrad.codegen.to_program_cache.items() if key[1] in cl_vectorize.RENDERERS
           for s in prg.src if isinstance(s.arg, str) and name_part in s.arg]
 
 
@@ -76,12 +78,48 @@ def test_the_exact_gelu_is_rendered_on_vectors_and_agrees_with_the_per_lane_kern
   np.testing.assert_allclose(vector, per_lane, rtol=4 * np.finfo(np.float32).eps, atol=1e-7)
 
 
+def test_a_matmul_tile_of_16_columns_loads_and_stores_float8s_and_stays_within_float32s_bound(monkeypatch):
+  # [96, 64] x [64, 144] with 6 rows x 16 columns per work-item, a schedule BEAM can choose, given here by a stand-in for
+  # beam_search (tinygrad/codegen/opt/postrange.py apply_opts calls it under BEAM >= 1); the output buffer's name,
+  # data0_13824, marks the kernel
+  import tinygrad.codegen.opt.search as search
+  from tinygrad.codegen.opt.heuristic import hand_coded_optimizations
+
+  def tile(s, *args, **kwargs):
+    if tuple(s.full_shape) != (96, 144, 64): return hand_coded_optimizations(s)
+    for opt in (Opt(OptOps.UPCAST, 0, 6), Opt(OptOps.UPCAST, 1, 16)): s.apply_opt(opt)
+    return s
+  monkeypatch.setattr(search, "beam_search", tile)
+  rng = np.random.default_rng(2)
+  a, b = rng.standard_normal((96, 64), dtype=np.float32), rng.standard_normal((64, 144), dtype=np.float32)
+  products = {}
+  for wide in ("0", "1"):
+    monkeypatch.setenv("SSMAX_TINY_CL_FLOAT8", wide)
+    cl_vectorize.install()
+    with Context(BEAM=1): products[wide] = (Tensor(a) @ Tensor(b)).numpy()
+  cl_vectorize.uninstall()
+  four, eight = sorted(set(_sources("data0_13824")), key=lambda src: "float8" in src)
+  assert "float4" in four and "float8" not in four, "without the widths: float4s"
+  assert "float8" in eight and "float4" not in eight, "the 16 columns are not loaded and stored as two float8s"
+  exact = a.astype(np.float64) @ b.astype(np.float64)
+  # any order of the 64 products' sum is within 64 eps |a| |b| of the exact one (the standard bound, gamma_n)
+  bound = 64 * np.finfo(np.float32).eps * (np.abs(a).astype(np.float64) @ np.abs(b))
+  for product in products.values(): assert (np.abs(product - exact) <= bound).all()
+
+
 def test_switches():
   cl_vectorize.install(); cl_vectorize.install()
-  assert cl_vectorize.installed("CL") and Device["CL"].renderers.count(cl_vectorize.VectorizingOpenCLRenderer) == 1
+  assert Device["CL"].renderers[0] is cl_vectorize.WideOpenCLRenderer
+  assert sum(r in cl_vectorize.RENDERERS for r in Device["CL"].renderers) == 1
   cl_vectorize.uninstall()
   assert not cl_vectorize.installed("CL")
   with pytest.MonkeyPatch.context() as mp:
     mp.setenv("SSMAX_TINY_CL_VECTORIZE", "0")
     cl_vectorize.install()
     assert not cl_vectorize.installed("CL") and cl_vectorize.note() == ""
+    mp.setenv("SSMAX_TINY_CL_VECTORIZE", "1"); mp.setenv("SSMAX_TINY_CL_FLOAT8", "0")
+    cl_vectorize.install()   # vectors, tinygrad's widths
+    assert Device["CL"].renderers[0] is cl_vectorize.VectorizingOpenCLRenderer and "float4 loads" in cl_vectorize.note()
+  cl_vectorize.install()     # tinygrad's line was found and widened
+  assert Device["CL"].renderers[0] is cl_vectorize.WideOpenCLRenderer and "float8 loads and stores" in cl_vectorize.note()
+  assert sum(r in cl_vectorize.RENDERERS for r in Device["CL"].renderers) == 1
