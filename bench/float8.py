@@ -6,7 +6,7 @@ training step, paired: the two steps alternate in one process.
 Both steps are bench.py's (the Edifice default, hidden 256, 6 layers, B = 32, T = 60, softmax, AdamW), from the same
 weights and batch. One is captured with VectorizingOpenCLRenderer (float arithmetic on vectors, tinygrad's widths:
 SSMAX_TINY_CL_FLOAT8=0), the other with WideOpenCLRenderer (float8 too); with --tuned both read make tune's kernel
-choices from tinygrad's cache (`JITBEAM=1 python bench/tune.py --devices CL` searches them), so the schedules are the
+choices from tinygrad's cache (`python bench/tune.py --devices CL` searches them), so the schedules are the
 same and only the widths differ. Reports the first losses of both, the median step of each and the median of the
 paired ratios (float8 over float4, with quartiles). Writes OUT.json and OUT.md.
 """

@@ -25,7 +25,7 @@ SPECIAL = [-np.inf, np.inf, np.nan, 0.0, -0.0, -87.0, -100.0, -104.0, 88.0, 89.0
 
 
 def _sources(name_part: str) -> list[str]:
-  """The OpenCL sources tinygrad has rendered with the vector renderer, of kernels whose source contains name_part."""
+  """The OpenCL sources tinygrad has rendered with cl_vectorize's renderers, of kernels whose source contains name_part."""
   return [s.arg for key, prg in tinygrad.codegen.to_program_cache.items() if key[1] in cl_vectorize.RENDERERS
           for s in prg.src if isinstance(s.arg, str) and name_part in s.arg]
 
