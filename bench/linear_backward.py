@@ -1,9 +1,9 @@
-"""A Linear layer's forward and backward, autograd's against ssmax_tiny's hand-written backward (model.matmul_t), per
+"""A Linear layer's forward and backward, autograd's against ssmax_tiny's hand-written backward (model.affine), per
 shape, then whole training steps with and without it, in one run. Writes bench/linear_backward_<device>.{json,md}.
 
   DEV=CL python bench/linear_backward.py [--tokens 2048] [--repeats 7]
 
-Each case is one TinyJit function: y = x W^T, then the gradients of sum(y * dy) with respect to x and W, realised. The
+Each case is one TinyJit function: y = x W^T + b, then the gradients of sum(y * dy) with respect to x, W and b, realised. The
 shapes are the projections of `make lm` (hidden 64), of the demo (hidden 32), and of the Edifice default (hidden 256),
 at about the tokens of one training step. The ratio is autograd's time over the hand-written one's: above 1 it wins.
 Then the training steps of the Edifice default (bench/bench.py's, B = 32, T = 60) and of `make lm` (bench/lm_step.py's),
@@ -20,7 +20,7 @@ from pathlib import Path
 
 from tinygrad import Device, Tensor, TinyJit
 
-from ssmax_tiny.model import Linear, matmul_t
+from ssmax_tiny.model import Linear, affine
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
@@ -79,18 +79,22 @@ def main() -> None:
   args = ap.parse_args()
   if args.tokens < 1: ap.error(f"--tokens {args.tokens} must be >= 1")
   if args.repeats < 1: ap.error(f"--repeats {args.repeats} must be >= 1")
+  from ssmax_tiny import cl_vectorize
+  cl_vectorize.install()   # on CL, the kernels a Trainer renders (float8, the matmul tile)
   rows, steps = [], []
   for i, (d_in, d_out) in enumerate([SHAPES[0]] + SHAPES):  # the first shape twice: its first run pays the process's warm-up
     x, dy = Tensor.randn(args.tokens, d_in).realize(), Tensor.randn(args.tokens, d_out).realize()
     w = Tensor.randn(d_out, d_in).mul(0.02).contiguous().realize()
 
+    b = Tensor.zeros(d_out).contiguous().realize()
+
     def step(f):
       def run():
-        gx, gw = (f(x, w) * dy).sum().gradient(x, w)
-        Tensor.realize(gx, gw)
-        return gx, gw
+        grads = (f(x, w, b) * dy).sum().gradient(x, w, b)
+        Tensor.realize(*grads)
+        return grads
       return TinyJit(run)
-    auto, custom = step(lambda a, b: a @ b.T), step(matmul_t)
+    auto, custom = step(lambda x, w, b: x @ w.T + b), step(affine)
     ga, gc = auto(), custom()
     err = max(float(((p - q).abs().max() / p.abs().max()).item()) for p, q in zip(ga, gc))
     t_auto, t_custom = timed(auto, args.repeats), timed(custom, args.repeats)
@@ -99,7 +103,7 @@ def main() -> None:
                      ratio=t_auto / t_custom, max_rel_diff=err))
     print(json.dumps(rows[-1]), flush=True)
   lines = [f"Linear forward + backward, {args.tokens} tokens, tinygrad {Device.DEFAULT}, median of {args.repeats}: autograd's "
-           "backward against the hand-written one (model.matmul_t). Ratio above 1: the hand-written one is faster.", "",
+           "backward against the hand-written one (model.affine). Ratio above 1: the hand-written one is faster.", "",
            "| d_in -> d_out | weights | autograd ms | hand-written ms | ratio | largest difference (relative) |", "|---|---:|---:|---:|---:|---:|"]
   for r in rows:
     lines.append(f"| {r['d_in']} -> {r['d_out']} | {r['weights']:,} | {r['autograd_ms']:.2f} | {r['custom_ms']:.2f} | x{r['ratio']:.2f} | "

@@ -2,7 +2,7 @@
 
   DEV=CL python bench/profile_step.py [--mode train|forward] [--length 60] [--attention ssmax] [--top 15]
 
-Runs bench/bench.py's step (TinyJit, AdamW, B = 32 at T <= 64, else 8), then replays it once with tinygrad's
+Runs bench/bench.py's step (TinyJit, AdamW, B = 32 at T <= 64, else 8; on CL with cl_vectorize's renderer), then replays it once with tinygrad's
 DEBUG=2, which times every kernel, and sums the times by kernel name. Kernel names are tinygrad's: r_ is a reduction
 (a matmul, a sum), E_ elementwise; the numbers are the loop sizes. GFLOP/s is tinygrad's own count over the kernel time.
 """
@@ -32,6 +32,8 @@ def main():
   a = p.parse_args()
   T = a.length
   B = batch_for(T)
+  from ssmax_tiny import cl_vectorize
+  cl_vectorize.install()   # the kernels a train.Trainer renders on CL (bench.py's worker does the same)
   Tensor.manual_seed(0)
   m = ssmax_tiny.build(**CONFIG, window_size=T, attention=a.attention)
   Tensor.realize(*get_parameters(m))

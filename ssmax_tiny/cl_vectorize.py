@@ -21,8 +21,9 @@ and again on those STACKs, down to loads and constants. The C-style renderer wri
 operations with vector operands as they are (`exp2(x)`, `a*b`, `max(a,b)`). Comparisons, selects, casts and integer
 operations stay per lane: OpenCL gives them other types on vectors (a comparison of float4s is an int4 of -1 and 0).
 
-The rule lives in a subclass of tinygrad's OpenCL renderer, VectorizingOpenCLRenderer, and the float8 widths (below)
-in its subclass WideOpenCLRenderer, which `install()` puts first in the CL device's list of renderers. A class, not a
+The rule lives in a subclass of tinygrad's OpenCL renderer, VectorizingOpenCLRenderer, the float8 widths (below) in
+its subclass WideOpenCLRenderer, and a matmul tile (below) in TilingOpenCLRenderer, which `install()` puts first in the
+CL device's list of renderers. A class, not a
 rule added to the device's renderer object, because tinygrad renders kernels in worker processes
 (tinygrad/engine/realize.py `lower_and_compile`) and sends them the renderer as its class and target
 (Renderer.__reduce__); and it keys rendered programs by the renderer's type (`to_program_key`), so kernels rendered
@@ -40,7 +41,16 @@ source, one line replaced, compiled again); tinygrad's codegen calls it through 
 renderer tinygrad's function unchanged. Loads and stores fold to float8 only at offsets that are multiples of 8
 floats (memory_coalescing's own check) and tinygrad's CL buffers are whole allocations, so they stay 32-byte aligned.
 If tinygrad's source no longer has the line, the widths stay tinygrad's and `note()` says so; SSMAX_TINY_CL_FLOAT8=0
-keeps them too (the renderer is then VectorizingOpenCLRenderer, without the widths; bench/float8.py compares).
+keeps them too (the renderer is then VectorizingOpenCLRenderer, without the widths; bench/levers.py compares).
+
+A matmul tile without BEAM: tinygrad's heuristics (tinygrad/codegen/opt/heuristic.py) give a plain matmul a 4 x 4
+upcast and work-groups of up to 8 x 16, which PoCL runs on one core each, so that 6 x 16 tile is what BEAM finds and a
+run without `make tune` never gets: the Edifice default's products ran at 10 to 22 GFLOP/s with the heuristics and 30
+to 107 with the tile. TilingOpenCLRenderer, WideOpenCLRenderer's subclass that `install()` puts first, gives the plain
+matmuls of its kernels `matmul_tile`'s schedule where tinygrad would call its heuristics (`_heuristics`, set as
+tinygrad's `hand_coded_optimizations` on import, as `_coalesce` is); every other kernel and renderer keeps tinygrad's.
+BEAM still searches as before, and `tuning.lowering` keeps the faster of BEAM's choice and this one.
+`SSMAX_TINY_CL_TILE=0` keeps the heuristics (the renderer is then WideOpenCLRenderer; bench/levers.py compares).
 
 Numerics: +, -, * and max are IEEE operations, the same per lane on vectors. exp2, log2, sqrt, the reciprocal and
 division are within OpenCL's bounds either way (exp2: 3 ulp), and PoCL's vector exp2 and its scalar one differ by one
@@ -54,9 +64,12 @@ import os
 
 import tinygrad.codegen
 import tinygrad.codegen.late.coalesce as coalesce
+import tinygrad.codegen.opt.heuristic as heuristic
 from tinygrad import Device, dtypes
+from tinygrad.codegen.opt import Opt, OptOps
+from tinygrad.helpers import prod
 from tinygrad.renderer.cstyle import OpenCLRenderer
-from tinygrad.uop.ops import Ops, PatternMatcher, UOp, UPat
+from tinygrad.uop.ops import AxisType, Ops, PatternMatcher, UOp, UPat
 
 from ssmax_tiny.cl_graph import cl_devices
 
@@ -82,7 +95,12 @@ class VectorizingOpenCLRenderer(OpenCLRenderer):
 
 
 class WideOpenCLRenderer(VectorizingOpenCLRenderer):
-  """VectorizingOpenCLRenderer whose kernels load and store float8s too (`_coalesce`); what `install` puts first."""
+  """VectorizingOpenCLRenderer whose kernels load and store float8s too (`_coalesce`)."""
+
+
+class TilingOpenCLRenderer(WideOpenCLRenderer):
+  """WideOpenCLRenderer whose plain matmuls get `matmul_tile`'s schedule instead of tinygrad's heuristics
+  (`_heuristics`); what `install` puts first."""
 
 
 def _widened(fn):
@@ -110,6 +128,54 @@ def _coalesce(sink, ren):
 tinygrad.codegen.memory_coalescing = _coalesce
 
 
+# a matmul's tile for a CPU's OpenCL: rows of the output per work-item (the first of these that divides M) by 16 columns
+TILE_ROWS, TILE_COLS = (6, 4, 3, 2), 16
+TILE_MIN_WORK = 1 << 20   # M * N * K; below it tinygrad's heuristics (tuning.SEARCH_MIN_WORK's size)
+
+
+def _unit_stride(index: UOp, rng: UOp) -> bool:
+  """Whether `rng` is a term of a buffer's flat index (an INDEX): consecutive values of it address consecutive elements."""
+  return any(c is rng for c in index.src[1].get_idx().split_uop(Ops.ADD))
+
+
+def matmul_tile(k):
+  """The schedule a plain matmul C[M, N] = sum_K A[M, K] B[K, N] gets on TilingOpenCLRenderer: each work-item computes
+  rows x 16 outputs (UPCAST of M by rows, N by 16), with no work-groups; None for any other kernel. B's rows and C's are
+  read and written as float8s, and the 16 x rows multiply-adds per step of K run 8-wide (AVX2).
+
+  tinygrad's heuristics (tinygrad/codegen/opt/heuristic.py) give such a product a 4 x 4 upcast and work-groups of up to
+  8 x 16, and PoCL runs a work-group on one core: the Edifice default's products ran at 10 to 21 GFLOP/s with them and
+  at 32 to 107 with this tile, on this 2-core machine (numpy's sgemm about 140 to 200). BEAM can find such schedules
+  (`make tune`); this is what a run gets without it, and what `tuning.lowering` times BEAM's choices against.
+  Plain: three axes (M, N global, K reduced), a sum of products, N the innermost axis of C and of every buffer read
+  along it (elementwise work fused into A, a dropout mask, say, stays as it is: it is done once per row and step of
+  K, for 16 columns); M divisible by one of TILE_ROWS, N by 16, M * N * K at least TILE_MIN_WORK."""
+  if k.axis_types != [AxisType.GLOBAL, AxisType.GLOBAL, AxisType.REDUCE] or prod(k.full_shape) < TILE_MIN_WORK: return None
+  if (red := k.reduceop) is None or red.arg[0] is not Ops.ADD or red.src[0].op is not Ops.MUL: return None
+  m, n, _ = k.full_shape
+  n_rng = k.rngs[1]
+  along_n = [b for b in k.bufs if n_rng in b.src[1].get_idx().backward_slice]   # C and B (elementwise inputs fused in too)
+  if len(along_n) < 2 or not all(_unit_stride(b, n_rng) for b in along_n) or n % TILE_COLS: return None
+  rows = next((r for r in TILE_ROWS if m % r == 0), None)
+  if rows is None: return None
+  k = k.copy()
+  for opt in (Opt(OptOps.UPCAST, 0, rows), Opt(OptOps.UPCAST, 1, TILE_COLS)): k.apply_opt(opt)
+  return k
+
+
+def _heuristics(k):
+  """What tinygrad's codegen calls where it would call its heuristics: matmul_tile's schedule for the plain matmuls of
+  TilingOpenCLRenderer's kernels, tinygrad's heuristics for every other kernel and renderer."""
+  if isinstance(k.ren, TilingOpenCLRenderer) and (tiled := matmul_tile(k)) is not None: return tiled
+  return _TINYGRAD_HEURISTICS(k)
+
+
+_TINYGRAD_HEURISTICS = heuristic.hand_coded_optimizations
+# tinygrad/codegen/opt/postrange.py apply_opts imports hand_coded_optimizations by name at each call, as does
+# tuning.lowering; set on import, like memory_coalescing above
+heuristic.hand_coded_optimizations = _heuristics
+
+
 def enabled() -> bool: return os.environ.get("SSMAX_TINY_CL_VECTORIZE", "1") != "0"
 
 
@@ -119,7 +185,12 @@ def wide() -> bool:
   return _WIDE_COALESCING is not None and os.environ.get("SSMAX_TINY_CL_FLOAT8", "1") != "0"
 
 
-RENDERERS = (VectorizingOpenCLRenderer, WideOpenCLRenderer)
+def tiling() -> bool:
+  """Whether install() adds matmul_tile's schedule: with the float8 widths (`wide()`), unless SSMAX_TINY_CL_TILE=0."""
+  return wide() and os.environ.get("SSMAX_TINY_CL_TILE", "1") != "0"
+
+
+RENDERERS = (VectorizingOpenCLRenderer, WideOpenCLRenderer, TilingOpenCLRenderer)
 
 
 def installed(name: str) -> bool: return Device[name].renderers[0] in RENDERERS
@@ -127,10 +198,10 @@ def installed(name: str) -> bool: return Device[name].renderers[0] in RENDERERS
 
 def install(devices=None) -> None:
   """Render the kernels of each CL device among `devices` (names; default: tinygrad's default device) with
-  WideOpenCLRenderer (VectorizingOpenCLRenderer when `wide()` is false), unless SSMAX_TINY_CL_VECTORIZE=0. Kernels
-  compiled afterwards use it; steps captured before keep their kernels."""
+  TilingOpenCLRenderer (WideOpenCLRenderer when `tiling()` is false, VectorizingOpenCLRenderer when `wide()` is too),
+  unless SSMAX_TINY_CL_VECTORIZE=0. Kernels compiled afterwards use it; steps captured before keep their kernels."""
   if not enabled(): return
-  renderer = WideOpenCLRenderer if wide() else VectorizingOpenCLRenderer
+  renderer = TilingOpenCLRenderer if tiling() else WideOpenCLRenderer if wide() else VectorizingOpenCLRenderer
   for name in cl_devices(devices):
     if Device[name].renderers[0] is not renderer:
       Device[name].renderers = [renderer, *[r for r in Device[name].renderers if r not in RENDERERS]]
@@ -145,7 +216,8 @@ def uninstall(devices=None) -> None:
 def note(devices=None) -> str:
   """For a run's kernels line on screen, when the rule is on for a CL device among `devices`."""
   if not enabled() or not cl_devices(devices): return ""
-  if wide(): width = "float8 loads and stores (SSMAX_TINY_CL_FLOAT8=0: float4)"
+  tile = ", a matmul tile (SSMAX_TINY_CL_TILE=0: tinygrad's heuristics)" if tiling() else ""
+  if wide(): width = f"float8 loads and stores (SSMAX_TINY_CL_FLOAT8=0: float4){tile}"
   elif _WIDE_COALESCING is None: width = "float4 loads and stores (this tinygrad's memory_coalescing lacks the line cl_vectorize widens)"
   else: width = "float4 loads and stores (SSMAX_TINY_CL_FLOAT8=0)"
-  return f"; float arithmetic on vectors, {width} (SSMAX_TINY_CL_VECTORIZE=0 turns both off)"
+  return f"; float arithmetic on vectors, {width} (SSMAX_TINY_CL_VECTORIZE=0 turns all off)"

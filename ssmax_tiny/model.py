@@ -205,24 +205,30 @@ def scale_invariant_logits(scores: Tensor, q_pos: Tensor, k_pos: Tensor, tau: fl
   return scores * (1 + 2 * u).sqrt() - 2 * u
 
 
-def _matmul_t_backward(grad_y: UOp, call: UOp) -> tuple[UOp, UOp]:
+def _affine_backward(grad_y: UOp, call: UOp) -> tuple[UOp, UOp, UOp]:
   x, w, g = Tensor(call.src[1]), Tensor(call.src[2]), Tensor(grad_y)   # call.src[1:]: the forward's inputs
-  # dW = g^T x over the N tokens. Autograd reduces it with tokens the outer axis of both operands; copied so that tokens
-  # are innermost, it is a plain matmul, and tinygrad's kernels for it ran several times faster (bench/linear_backward.py)
-  return (g @ w).uop, (g.T.contiguous() @ x.T.contiguous().T).uop     # dx (N, in), dW (out, in)
+  # Autograd reduces dW = dy^T x and db with tokens the outer axis of their operands. dy^T, copied (out, N) once, makes
+  # dW a plain product and db sums along rows; dx reads it too (a lazy dy, dropout's mask and the residual's sum, would
+  # be recomputed in each tile of dx). dx is realised: left lazy, the next layer's backward fused the whole product
+  # into its own kernels (dy^T's copy, the LayerNorm's sums), which then ran it at a few GFLOP/s. Several times faster
+  # kernels (bench/linear_backward.py, bench/levers.py --lever layout)
+  gt = g.T.contiguous()                                                 # (out, N)
+  return (gt.T @ w).contiguous().uop, (gt @ x).uop, gt.sum(1).uop       # dx (N, in), dW (out, in), db (out,)
 
 
-@function(grad_fxn=_matmul_t_backward)
-def matmul_t(x: Tensor, w: Tensor) -> Tensor:
-  """x (N, in) @ w (out, in)^T, with the backward above (tinygrad.function.function, 0.14's alpha API for a hand-written
-  gradient, the mechanism of tinygrad's nn.Embedding; mixin/gradient.py call_gradient). Same values as autograd's."""
-  return x @ w.T
+@function(grad_fxn=_affine_backward)
+def affine(x: Tensor, w: Tensor, b: Tensor) -> Tensor:
+  """x (N, in) @ w (out, in)^T + b, with the backward above (tinygrad.function.function, 0.14's alpha API for a
+  hand-written gradient, the mechanism of tinygrad's nn.Embedding; mixin/gradient.py call_gradient). Same values as
+  autograd's. w^T is copied (in, out) first, so that the three products read their right operand and write along its
+  rows: the layout of every BLAS, and of the matmul tile OpenCL gets on a CPU (cl_vectorize.matmul_tile)."""
+  return x @ w.T.contiguous() + b
 
 
 class Linear:
   """nn.Linear's parameters (weight (out, in), bias (out,), the same state-dict names), N(0, std) weights and zero biases
   (GPT-2; tinygrad's default Kaiming-uniform would make the scale depend on d_in). Layers of at least HAND_BACKWARD_MIN
-  weights take the hand-written backward of `matmul_t`; below it its two copies cost more than they save."""
+  weights take the hand-written backward of `affine`; below it its copies cost more than they save."""
   HAND_BACKWARD_MIN = 1 << 16
 
   def __init__(self, d_in: int, d_out: int, std: float = 0.02):
@@ -233,7 +239,7 @@ class Linear:
     d_out, d_in = self.weight.shape
     if d_in * d_out < self.HAND_BACKWARD_MIN or not isinstance(x.device, str):  # small, or sharded: autograd
       return x.linear(self.weight.transpose(), self.bias)
-    return matmul_t(x.reshape(-1, d_in), self.weight).reshape(*x.shape[:-1], d_out) + self.bias  # (..., in) -> (N, in) -> (..., out)
+    return affine(x.reshape(-1, d_in), self.weight, self.bias).reshape(*x.shape[:-1], d_out)  # (..., in) -> (N, in) -> (..., out)
 
 
 def rope_tables(positions: Tensor, d: int, base: float = 10000.0, fraction: float = 1.0, device=None) -> tuple[Tensor, Tensor, Tensor] | None:

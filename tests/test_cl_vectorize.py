@@ -1,8 +1,9 @@
 """cl_vectorize: float arithmetic on whole vectors in the OpenCL kernels. Kernels are rendered that way (exp and the
 exact GELU), also when tinygrad renders them in its worker processes; exp stays within an ulp of the exact exp2 of the
 same float32 argument, special values included, and the GELU within a few ulps of tinygrad's per-lane kernel. A matmul
-tile of 16 columns loads and stores float8s, and its product stays within float32's bound of the float64 one. Runs on
-the OpenCL device only (make test's DEV=CL run)."""
+tile of 16 columns loads and stores float8s, and its product stays within float32's bound of the float64 one; plain
+matmuls get that tile without BEAM (matmul_tile), others tinygrad's heuristics. Runs on the OpenCL device only (make
+test's DEV=CL run)."""
 import numpy as np
 import pytest
 import tinygrad.codegen
@@ -107,9 +108,29 @@ def test_a_matmul_tile_of_16_columns_loads_and_stores_float8s_and_stays_within_f
   for product in products.values(): assert (np.abs(product - exact) <= bound).all()
 
 
+def test_plain_matmuls_get_the_tile_others_the_heuristics_and_products_stay_within_float32s_bound():
+  # tinygrad's heuristics, no BEAM: the kernel's name is its loop sizes, r_<M / 6>_<N / 16>_6_16_<K> for the tile
+  rng = np.random.default_rng(3)
+  a, b, c = (rng.standard_normal(shape, dtype=np.float32) for shape in ((96, 128), (128, 160), (96, 192)))
+  d = rng.standard_normal((192, 160), dtype=np.float32)
+  cl_vectorize.install()
+  plain = (Tensor(a) @ Tensor(b)).numpy()
+  fused = ((Tensor(c) * 2 + 1) @ Tensor(d)).numpy()                         # elementwise work fused into the left operand
+  read_along_k = (Tensor(a) @ Tensor(np.ascontiguousarray(b.T)).T).numpy()   # b^T's rows innermost: along the reduction
+  assert len(_sources("r_16_10_6_16_128(")) == 1 and len(_sources("r_16_10_6_16_192(")) == 1, "no 6 x 16 tile"
+  assert "float8" in _sources("r_16_10_6_16_128(")[0]
+  names = {s.split("(")[0].split()[-1] for s in _sources("data0_15360")}   # every kernel writing a [96, 160] output
+  assert len(names) == 3 and not any(n.endswith("_128") and "_6_16_" in n for n in names - {"r_16_10_6_16_128"}), names
+  for left, right, product in ((a, b, plain), (2 * c.astype(np.float64) + 1, d, fused), (a, b, read_along_k)):
+    exact = left.astype(np.float64) @ right.astype(np.float64)
+    # gamma_n bound of a float32 sum of K products, plus the rounding of 2c + 1 (an ulp of it, times |d|)
+    bound = (left.shape[1] + 1) * np.finfo(np.float32).eps * (np.abs(left).astype(np.float64) @ np.abs(right))
+    assert (np.abs(product - exact) <= bound).all()
+
+
 def test_switches():
   cl_vectorize.install(); cl_vectorize.install()
-  assert Device["CL"].renderers[0] is cl_vectorize.WideOpenCLRenderer
+  assert Device["CL"].renderers[0] is cl_vectorize.TilingOpenCLRenderer
   assert sum(r in cl_vectorize.RENDERERS for r in Device["CL"].renderers) == 1
   cl_vectorize.uninstall()
   assert not cl_vectorize.installed("CL")
@@ -120,6 +141,10 @@ def test_switches():
     mp.setenv("SSMAX_TINY_CL_VECTORIZE", "1"); mp.setenv("SSMAX_TINY_CL_FLOAT8", "0")
     cl_vectorize.install()   # vectors, tinygrad's widths
     assert Device["CL"].renderers[0] is cl_vectorize.VectorizingOpenCLRenderer and "float4 loads" in cl_vectorize.note()
+    mp.setenv("SSMAX_TINY_CL_FLOAT8", "1"); mp.setenv("SSMAX_TINY_CL_TILE", "0")
+    cl_vectorize.install()   # float8, tinygrad's heuristics for matmuls
+    assert Device["CL"].renderers[0] is cl_vectorize.WideOpenCLRenderer and "matmul tile" not in cl_vectorize.note()
   cl_vectorize.install()     # tinygrad's line was found and widened
-  assert Device["CL"].renderers[0] is cl_vectorize.WideOpenCLRenderer and "float8 loads and stores" in cl_vectorize.note()
+  assert Device["CL"].renderers[0] is cl_vectorize.TilingOpenCLRenderer and "float8 loads and stores" in cl_vectorize.note()
+  assert "a matmul tile" in cl_vectorize.note()
   assert sum(r in cl_vectorize.RENDERERS for r in Device["CL"].renderers) == 1
