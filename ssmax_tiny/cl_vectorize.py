@@ -45,10 +45,11 @@ keeps them too (the renderer is then VectorizingOpenCLRenderer, without the widt
 
 A matmul tile without BEAM: tinygrad's heuristics (tinygrad/codegen/opt/heuristic.py) give a plain matmul a 4 x 4
 upcast and work-groups of up to 8 x 16, which PoCL runs on one core each, so that 6 x 16 tile is what BEAM finds and a
-run without `make tune` never gets: the Edifice default's products ran at 10 to 22 GFLOP/s with the heuristics and 30
-to 107 with the tile. TilingOpenCLRenderer, WideOpenCLRenderer's subclass that `install()` puts first, gives the plain
-matmuls of its kernels `matmul_tile`'s schedule where tinygrad would call its heuristics (`_heuristics`, set as
-tinygrad's `hand_coded_optimizations` on import, as `_coalesce` is); every other kernel and renderer keeps tinygrad's.
+run without `make tune` never gets: the Edifice default's products ran at 7 to 17 GFLOP/s with the heuristics and 25
+to 76 with the tile (bench/matmul_tile.py; numpy's float32 product 104 to 132). TilingOpenCLRenderer,
+WideOpenCLRenderer's subclass that `install()` puts first, gives the plain matmuls of its kernels `matmul_tile`'s
+schedule where tinygrad would call its heuristics (`_heuristics`, set as tinygrad's `hand_coded_optimizations` on
+import, as `_coalesce` is); every other kernel and renderer keeps tinygrad's.
 BEAM still searches as before, and `tuning.lowering` keeps the faster of BEAM's choice and this one.
 `SSMAX_TINY_CL_TILE=0` keeps the heuristics (the renderer is then WideOpenCLRenderer; bench/levers.py compares).
 
@@ -144,8 +145,8 @@ def matmul_tile(k):
   read and written as float8s, and the 16 x rows multiply-adds per step of K run 8-wide (AVX2).
 
   tinygrad's heuristics (tinygrad/codegen/opt/heuristic.py) give such a product a 4 x 4 upcast and work-groups of up to
-  8 x 16, and PoCL runs a work-group on one core: the Edifice default's products ran at 10 to 21 GFLOP/s with them and
-  at 32 to 107 with this tile, on this 2-core machine (numpy's sgemm about 140 to 200). BEAM can find such schedules
+  8 x 16, and PoCL runs a work-group on one core: the Edifice default's products ran at 7 to 17 GFLOP/s with them and
+  at 25 to 76 with this tile, on a 2-core machine (bench/matmul_tile.py; numpy's float32 product 104 to 132). BEAM can find such schedules
   (`make tune`); this is what a run gets without it, and what `tuning.lowering` times BEAM's choices against.
   Plain: three axes (M, N global, K reduced), a sum of products, N the innermost axis of C and of every buffer read
   along it (elementwise work fused into A, a dropout mask, say, stays as it is: it is done once per row and step of
