@@ -1,7 +1,7 @@
 """One lever of the CL kernels against its alternative, on the Edifice default's training step, paired: the two steps
 alternate in one process.
 
-  DEV=CL python bench/levers.py --lever float8|tile|layout [--model edifice|lm] [--tuned] [--repeats 10] [--out STEM]
+  DEV=CL python bench/levers.py --lever float8|tile|layout|pytorch [--model edifice|lm] [--tuned] [--repeats 10] [--out STEM]
 
 Levers (ssmax_tiny/cl_vectorize.py, ssmax_tiny/model.py):
   float8   float8 loads and stores (WideOpenCLRenderer) against tinygrad's float4 (SSMAX_TINY_CL_FLOAT8=0); both
@@ -11,11 +11,13 @@ Levers (ssmax_tiny/cl_vectorize.py, ssmax_tiny/model.py):
   layout   model.affine as it is (w^T copied, dy^T copied: dx, dW and the forward three plain products, db a sum along
            rows) against its previous layout (x w^T read along the reduction, dW with tokens innermost in both operands,
            `tokens_inner` below); both with float8 and the tile
+  pytorch  tinygrad's step (all levers on) against PyTorch eager's step of the same model and weights (bench/torch_ref.py,
+           the same loss and AdamW as bench.py's), Edifice default only; dropout's draws differ, so the losses do too
 Both steps are bench.py's (the Edifice default, hidden 256, 6 layers, B = 32, T = 60, softmax, AdamW), from the same
 weights and batch, or with --model lm make lm's SSMax + RoPE step (a train.Trainer, as bench/flag.py runs it), each
 built and captured with its lever set; with --tuned both read make tune's kernel choices from tinygrad's cache
-(`python bench/tune.py --devices CL` searches the Edifice default's, `make tune` make lm's). Reports the first losses of both, the median step
-of each and the median of the paired ratios (the lever over its alternative, with quartiles). Writes OUT.json and
+(`python bench/tune.py --devices CL` searches the Edifice default's, `make tune` make lm's). Reports the first losses
+of both, the median step of each and the median of the paired ratios (the lever over its alternative, with quartiles). Writes OUT.json and
 OUT.md (default bench/<lever>[_lm][_tuned]).
 """
 import argparse
@@ -75,7 +77,25 @@ LEVERS = {
            ("tile", lambda: env(SSMAX_TINY_CL_FLOAT8="1", SSMAX_TINY_CL_TILE="1"))),
   "layout": (("tokens inner", lambda: patched(model, "affine", tokens_inner)),
              ("plain", contextlib.nullcontext)),
+  "pytorch": (("PyTorch eager", None), ("tinygrad", contextlib.nullcontext)),   # None: bench/torch_ref.py's model
 }
+
+
+def torch_step(m, x, t):
+  """PyTorch eager's step of the same model: bench/torch_ref.py's TorchSSMaxTransformer with m's weights, the same
+  loss and AdamW as bench.py's (its torch_side), on the same batch; returns the step and its first three losses."""
+  import torch
+  from tinygrad.nn.state import get_state_dict
+  from torch_ref import TorchSSMaxTransformer, load_tinygrad_state
+  ref = TorchSSMaxTransformer(**CONFIG, attention="softmax").train()
+  load_tinygrad_state(ref, {k: v.numpy() for k, v in get_state_dict(m).items()})
+  opt = torch.optim.AdamW(ref.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1)
+  xt, tt = torch.from_numpy(x.numpy()), torch.from_numpy(t.numpy())
+
+  def step():
+    opt.zero_grad(); loss = (ref(xt) - tt).square().mean(); loss.backward(); opt.step()
+    return loss.item()
+  return step, [step() for _ in range(3)]
 
 
 def edifice(lever: str, tuned: bool) -> tuple[dict, dict, str]:
@@ -84,6 +104,7 @@ def edifice(lever: str, tuned: bool) -> tuple[dict, dict, str]:
   B = batch_for(T)
   steps, losses = {}, {}
   for name, setting in LEVERS[lever]:
+    if setting is None: continue   # PyTorch's, built beside tinygrad's below
     with setting():
       cl_vectorize.install()
       Tensor.manual_seed(0)
@@ -95,11 +116,13 @@ def edifice(lever: str, tuned: bool) -> tuple[dict, dict, str]:
       with Context(TRAINING=1), (tuning.cached_beam(1) if tuned else Context()):
         losses[name] = [jit(x, t).item() for _ in range(3)]   # eager, captured, replayed
       steps[name] = lambda jit=jit, x=x, t=t: jit(x, t).item()
+      if lever == "pytorch": steps["PyTorch eager"], losses["PyTorch eager"] = torch_step(m, x, t)   # dropout draws differ
   kernels = "make tune's kernels (bench/tune.py's search, from the cache)" if tuned else "the heuristics"
   return steps, losses, f"the Edifice default's training step (B {B}, T {T}, softmax) on {Device.DEFAULT}, {kernels}"
 
 
 def lm(lever: str, tuned: bool) -> tuple[dict, dict, str]:
+  if lever == "pytorch": raise SystemExit("--lever pytorch is for the Edifice default (bench/lm_step.py pairs make lm's step with PyTorch's)")
   """The same for make lm's SSMax + RoPE step (train.Trainer, as bench/flag.py runs it); tuned where make tune recorded
   the step (a Trainer reads its record), else the heuristics."""
   from lm_step import config_and_train
