@@ -51,7 +51,8 @@ WideOpenCLRenderer's subclass that `install()` puts first, gives the plain matmu
 schedule where tinygrad would call its heuristics (`_heuristics`, set as tinygrad's `hand_coded_optimizations` on
 import, as `_coalesce` is); every other kernel and renderer keeps tinygrad's.
 BEAM still searches as before, and `tuning.lowering` keeps the faster of BEAM's choice and this one.
-`SSMAX_TINY_CL_TILE=0` keeps the heuristics (the renderer is then WideOpenCLRenderer; bench/levers.py compares).
+Only on a CPU (`on_cpu`): a GPU's work-groups are its lanes. `SSMAX_TINY_CL_TILE=0` keeps the heuristics (the
+renderer is then WideOpenCLRenderer; bench/levers.py compares).
 
 Numerics: +, -, * and max are IEEE operations, the same per lane on vectors. exp2, log2, sqrt, the reciprocal and
 division are within OpenCL's bounds either way (exp2: 3 ulp), and PoCL's vector exp2 and its scalar one differ by one
@@ -191,6 +192,17 @@ def tiling() -> bool:
   return wide() and os.environ.get("SSMAX_TINY_CL_TILE", "1") != "0"
 
 
+def on_cpu(name: str) -> bool:
+  """Whether CL device `name` is a CPU (PoCL, say): the matmul tile, work-groups of one, is for a CPU's cores, not for a
+  GPU's lanes (OpenCL's clGetDeviceInfo CL_DEVICE_TYPE)."""
+  import ctypes
+
+  import tinygrad.runtime.autogen.opencl as cl
+  kind = ctypes.c_uint64()
+  if cl.clGetDeviceInfo(Device[name].cl_dev, cl.CL_DEVICE_TYPE, ctypes.sizeof(kind), ctypes.byref(kind), None) != 0: return False
+  return bool(kind.value & cl.CL_DEVICE_TYPE_CPU)
+
+
 RENDERERS = (VectorizingOpenCLRenderer, WideOpenCLRenderer, TilingOpenCLRenderer)
 
 
@@ -199,11 +211,12 @@ def installed(name: str) -> bool: return Device[name].renderers[0] in RENDERERS
 
 def install(devices=None) -> None:
   """Render the kernels of each CL device among `devices` (names; default: tinygrad's default device) with
-  TilingOpenCLRenderer (WideOpenCLRenderer when `tiling()` is false, VectorizingOpenCLRenderer when `wide()` is too),
-  unless SSMAX_TINY_CL_VECTORIZE=0. Kernels compiled afterwards use it; steps captured before keep their kernels."""
+  TilingOpenCLRenderer on a CPU (WideOpenCLRenderer on a GPU or when `tiling()` is false, VectorizingOpenCLRenderer
+  when `wide()` is too), unless SSMAX_TINY_CL_VECTORIZE=0. Kernels compiled afterwards use it; steps captured before
+  keep their kernels."""
   if not enabled(): return
-  renderer = TilingOpenCLRenderer if tiling() else WideOpenCLRenderer if wide() else VectorizingOpenCLRenderer
   for name in cl_devices(devices):
+    renderer = TilingOpenCLRenderer if tiling() and on_cpu(name) else WideOpenCLRenderer if wide() else VectorizingOpenCLRenderer
     if Device[name].renderers[0] is not renderer:
       Device[name].renderers = [renderer, *[r for r in Device[name].renderers if r not in RENDERERS]]
 
@@ -217,7 +230,7 @@ def uninstall(devices=None) -> None:
 def note(devices=None) -> str:
   """For a run's kernels line on screen, when the rule is on for a CL device among `devices`."""
   if not enabled() or not cl_devices(devices): return ""
-  tile = ", a matmul tile (SSMAX_TINY_CL_TILE=0: tinygrad's heuristics)" if tiling() else ""
+  tile = ", a matmul tile (SSMAX_TINY_CL_TILE=0: tinygrad's heuristics)" if tiling() and all(map(on_cpu, cl_devices(devices))) else ""
   if wide(): width = f"float8 loads and stores (SSMAX_TINY_CL_FLOAT8=0: float4){tile}"
   elif _WIDE_COALESCING is None: width = "float4 loads and stores (this tinygrad's memory_coalescing lacks the line cl_vectorize widens)"
   else: width = "float4 loads and stores (SSMAX_TINY_CL_FLOAT8=0)"
