@@ -27,6 +27,7 @@ import os
 import statistics
 import time
 from pathlib import Path
+from unittest import mock
 
 from lm_step import paired
 from tinygrad import Context, Device, Tensor, TinyJit
@@ -50,23 +51,9 @@ def tokens_inner(x: Tensor, w: Tensor, b: Tensor) -> Tensor:
   return x @ w.T + b
 
 
-@contextlib.contextmanager
 def env(**values):
-  old = {k: os.environ.get(k) for k in values}
-  os.environ.update(values)   # read by cl_vectorize.install()
-  try: yield
-  finally:
-    for k, v in old.items():
-      if v is None: os.environ.pop(k)
-      else: os.environ[k] = v
-
-
-@contextlib.contextmanager
-def patched(obj, name: str, value):
-  old = getattr(obj, name)
-  setattr(obj, name, value)
-  try: yield
-  finally: setattr(obj, name, old)
+  """os.environ with these values inside (cl_vectorize.install() reads them)."""
+  return mock.patch.dict(os.environ, values)
 
 
 # lever: (alternative's name, its setting), (lever's name, its setting)
@@ -75,7 +62,7 @@ LEVERS = {
              ("float8", lambda: env(SSMAX_TINY_CL_FLOAT8="1", SSMAX_TINY_CL_TILE="0"))),
   "tile": (("heuristics", lambda: env(SSMAX_TINY_CL_FLOAT8="1", SSMAX_TINY_CL_TILE="0")),
            ("tile", lambda: env(SSMAX_TINY_CL_FLOAT8="1", SSMAX_TINY_CL_TILE="1"))),
-  "layout": (("tokens inner", lambda: patched(model, "affine", tokens_inner)),
+  "layout": (("tokens inner", lambda: mock.patch.object(model, "affine", tokens_inner)),
              ("plain", contextlib.nullcontext)),
   "pytorch": (("PyTorch eager", None), ("tinygrad", contextlib.nullcontext)),   # None: bench/torch_ref.py's model
 }
@@ -122,7 +109,6 @@ def edifice(lever: str, tuned: bool) -> tuple[dict, dict, str]:
 
 
 def lm(lever: str, tuned: bool) -> tuple[dict, dict, str]:
-  if lever == "pytorch": raise SystemExit("--lever pytorch is for the Edifice default (bench/lm_step.py pairs make lm's step with PyTorch's)")
   """The same for make lm's SSMax + RoPE step (train.Trainer, as bench/flag.py runs it); tuned where make tune recorded
   the step (a Trainer reads its record), else the heuristics."""
   from lm_step import config_and_train
@@ -150,6 +136,8 @@ def main():
   p.add_argument("--out", type=Path, default=None, help="output stem (default bench/<lever>[_lm][_tuned])")
   a = p.parse_args()
   if a.repeats < 2: p.error(f"--repeats {a.repeats} must be >= 2 (the paired ratios' quartiles need two pairs)")
+  if a.lever == "pytorch" and a.model == "lm":
+    p.error("--lever pytorch takes --model edifice only (bench/lm_step.py pairs make lm's step with PyTorch's)")
   if Device.DEFAULT.split(":")[0] != "CL": raise SystemExit(f"bench/levers.py measures the CL device (DEV=CL); the default is {Device.DEFAULT}")
   out_stem = a.out or Path(__file__).parent / (a.lever + ("_lm" if a.model == "lm" else "") + ("_tuned" if a.tuned else ""))
   steps, losses, title = (edifice if a.model == "edifice" else lm)(a.lever, a.tuned)

@@ -13,9 +13,11 @@ OUT.json and OUT.md.
 """
 import argparse
 import json
+import os
 import statistics
 import time
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 from tinygrad import Device, Tensor, TinyJit
@@ -26,7 +28,7 @@ N, D, F = 1920, 256, 1024
 PRODUCTS = [("x W^T, 256 -> 1024", N, D, F), ("dx = dy W, 256 -> 1024", N, F, D), ("dW = dy^T x, 256 -> 1024", F, N, D),
             ("x W^T, 1024 -> 256", N, F, D), ("dx = dy W, 1024 -> 256", N, D, F), ("dW = dy^T x, 1024 -> 256", D, N, F),
             ("x W^T, 256 -> 256", N, D, D), ("dW = dy^T x, 256 -> 256", D, N, D)]
-RENDERERS = {"heuristics": cl_vectorize.WideOpenCLRenderer, "tile": cl_vectorize.TilingOpenCLRenderer}
+TILE = {"heuristics": "0", "tile": "1"}   # SSMAX_TINY_CL_TILE: WideOpenCLRenderer, TilingOpenCLRenderer
 
 
 def timed(run) -> float:
@@ -41,7 +43,8 @@ def main():
   a = p.parse_args()
   if a.repeats < 2: p.error(f"--repeats {a.repeats} must be >= 2 (the paired ratios' quartiles need two pairs)")
   if Device.DEFAULT.split(":")[0] != "CL": raise SystemExit(f"bench/matmul_tile.py measures the CL device (DEV=CL); the default is {Device.DEFAULT}")
-  if not cl_vectorize.wide(): raise SystemExit("the tile needs the float8 widths: unset SSMAX_TINY_CL_FLOAT8 (or this tinygrad lacks the line)")
+  if not (cl_vectorize.wide() and cl_vectorize.on_cpu(Device.DEFAULT)):
+    raise SystemExit("the tile needs the float8 widths (unset SSMAX_TINY_CL_FLOAT8) and an OpenCL device that is a CPU")
   rng = np.random.default_rng(0)
   rows = []
   for name, m, k, n in PRODUCTS:
@@ -50,8 +53,8 @@ def main():
     exact = an.astype(np.float64) @ bn.astype(np.float64)
     bound = k * np.finfo(np.float32).eps * (np.abs(an).astype(np.float64) @ np.abs(bn))
     runs = {}
-    for version, renderer in RENDERERS.items():
-      Device["CL"].renderers = [renderer, *[r for r in Device["CL"].renderers if r not in cl_vectorize.RENDERERS]]
+    for version, tile in TILE.items():
+      with mock.patch.dict(os.environ, SSMAX_TINY_CL_TILE=tile): cl_vectorize.install()
       jit = TinyJit(lambda a, b: (a @ b).realize())
       for _ in range(3): out = jit(at, bt)   # eager, captured, replayed
       assert (np.abs(out.numpy() - exact) <= bound).all(), f"{name}, {version}: outside float32's bound"
