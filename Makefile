@@ -1,11 +1,23 @@
-# Every target sets itself up on a fresh machine: system compiler (clang), a virtual environment, the package.
+# Every target sets itself up on a fresh machine: clang (tinygrad's CPU device), PoCL where there is no GPU, a virtual
+# environment with the package and its extras. `make help` lists the targets.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 ARGS ?=
+# The experiment targets run with the OpenCL-on-CPU kit (ssmax_tiny/pocl), which installs itself only where the device is
+# OpenCL on a CPU: on a GPU they run plain tinygrad. POCL=0 runs plain tinygrad here too.
+POCL ?= 1
+RUN := SSMAX_TINY_POCL=$(POCL) $(PY) -m ssmax_tiny run
+PYTEST := $(PY) -m pytest -q -p no:cacheprovider
+# the core tests, run on the accelerator (a GPU, or PoCL's OpenCL on a CPU) besides the CPU device
+CORE := tests/test_compute.py tests/test_model.py tests/test_variants.py tests/test_examples.py tests/test_pocl.py
+KIT := tests/test_compute.py tests/test_model.py tests/test_pocl.py
 
-.PHONY: setup test test-slow test-cl demo lm passkey bench tune lint clean
+.PHONY: help setup test test-fast test-slow test-cl test-emulated demo lm lm-prope passkey bench tune gpu-build gpu-check lint clean
+
+help:
+	@grep -E '^[a-z-]+:.*## ' Makefile | sed -E 's/:.*## /\t/'
 
 setup: $(STAMP)
 
@@ -16,42 +28,61 @@ $(STAMP): pyproject.toml scripts/ensure_system_deps.sh
 	$(PY) -m pip install -q -e '.[test,plot,dev,ray]'
 	@touch $(STAMP)
 
-CORE := tests/test_compute.py tests/test_model.py tests/test_cl_graph.py tests/test_cl_vectorize.py
+test-fast: $(STAMP)  ## the edit-run loop: compute, the variants against float64, a tiny model, a training loop (under a minute)
+	DEV=CPU $(PYTEST) -n 2 -m fast $(ARGS)
 
-test: $(STAMP)  ## the suite on tinygrad's CPU device (one pytest worker per core: that device runs on one), then the core tests on its OpenCL device (PoCL) where one is present
-	DEV=CPU $(PY) -m pytest -q -n auto --dist loadgroup $(ARGS)
-	@if DEV=CL $(PY) -c "from tinygrad import Device; Device['CL']" >/dev/null 2>&1; then \
-	  echo "core tests on the OpenCL device (DEV=CL):"; DEV=CL $(PY) -m pytest -q $(CORE) $(ARGS); \
-	else echo "no OpenCL device: skipped the DEV=CL run (Debian/Ubuntu: apt-get install pocl-opencl-icd)"; fi
+test: $(STAMP)  ## the suite on tinygrad's CPU device, then the core tests on the accelerator (a GPU, or PoCL with the kit and without)
+	DEV=CPU $(PYTEST) -n auto --dist loadgroup $(ARGS)
+	@set -e; accel=$$($(PY) scripts/accelerator.py); \
+	if [ "$$accel" = "CL" ]; then \
+	  echo "core tests on the OpenCL device (DEV=CL), with the OpenCL-on-CPU kit"; SSMAX_TINY_POCL=1 DEV=CL $(PYTEST) $(KIT) $(ARGS); \
+	  echo "and on plain tinygrad"; SSMAX_TINY_POCL=0 DEV=CL $(PYTEST) -m fast $(CORE) $(ARGS); \
+	elif [ -n "$$accel" ]; then echo "core tests on the GPU (DEV=$$accel)"; DEV=$$accel $(PYTEST) $(CORE) $(ARGS); \
+	else echo "no GPU or OpenCL device: the core tests ran on the CPU device only (Debian/Ubuntu: apt-get install pocl-opencl-icd)"; fi
 
-test-cl: $(STAMP)  ## only the core tests, on tinygrad's OpenCL device (PoCL on a CPU)
-	DEV=CL $(PY) -m pytest -q $(CORE) $(ARGS)
+test-slow: $(STAMP)  ## the long end-to-end tests kept out of make test (runners, kills, resumes, memory, make tune's search)
+	DEV=CPU $(PYTEST) -n auto --dist loadgroup -m slow $(ARGS)
+	@set -e; if [ "$$($(PY) scripts/accelerator.py)" = "CL" ]; then SSMAX_TINY_POCL=1 DEV=CL $(PYTEST) -m slow tests/test_tuning.py $(ARGS); fi
 
-test-slow: $(STAMP)  ## the slow tests kept out of `make test`
-	DEV=CPU $(PY) -m pytest -q -n auto --dist loadgroup -m slow $(ARGS)
+test-cl: $(STAMP)  ## the core tests on tinygrad's OpenCL device, with the OpenCL-on-CPU kit and without
+	SSMAX_TINY_POCL=1 DEV=CL $(PYTEST) $(CORE) $(ARGS)
+	SSMAX_TINY_POCL=0 DEV=CL $(PYTEST) $(CORE) $(ARGS)
 
-demo: $(STAMP)  ## SSMax against softmax on long-context retrieval (under 10 minutes on 2 cores); ARGS adds flags
-	$(PY) -m ssmax_tiny demo $(ARGS)
+test-emulated: $(STAMP)  ## a micro model on CUDA, Metal and AMD tensor cores in tinygrad's Python emulator, against the CPU device
+	DEV=CPU $(PYTEST) -n 2 -m emulated tests/test_emulated.py $(ARGS)
 
-lm: $(STAMP)  ## the language-model comparison on real text, softmax / SSMax / scale-invariant x RoPE / none x 3 seeds (about 20 minutes on 2 cores) -> runs/lm
-	$(PY) -m ssmax_tiny lm-compare $(ARGS)
+demo: $(STAMP)  ## experiments/demo.toml: SSMax against softmax on retrieval beyond the training length (about 6 minutes) -> runs/demo
+	$(RUN) experiments/demo.toml $(ARGS)
 
-passkey: $(STAMP)  ## pass key retrieval beyond the training length: make lm's model, every batch keyed, the answer weighted, 4000 steps, softmax / SSMax / scale-invariant x RoPE / partial RoPE / none x seeds 0 and 1 (about 2.5 hours on 2 cores after make tune; finished cells are kept) -> runs/lm-passkey
-	$(PY) -m ssmax_tiny lm-compare --passkey-rate 1 --answer-weight 10 --steps 4000 --positionals rope,p-rope,none --attentions softmax,ssmax,scale_invariant --seeds 0,1 --samples 16 --out runs/lm-passkey $(ARGS)
+lm: $(STAMP)  ## experiments/lm.toml: byte-level language models on real text, 18 cells (about 20 minutes) -> runs/lm
+	$(RUN) experiments/lm.toml $(ARGS)
 
-bench: $(STAMP)  ## side by side: tinygrad on each device present, numpy sgemm, PyTorch (installed here) -> bench/results.{json,md}, then make lm's training step -> bench/lm_step.{json,md}
+lm-prope: $(STAMP)  ## experiments/lm-prope.toml: make lm with partial RoPE (about 7 minutes) -> runs/lm-prope
+	$(RUN) experiments/lm-prope.toml $(ARGS)
+
+passkey: $(STAMP)  ## experiments/passkey.toml: pass key retrieval beyond L, 18 cells (about 2.5 hours after make tune) -> runs/lm-passkey
+	$(RUN) experiments/passkey.toml $(ARGS)
+
+bench: $(STAMP)  ## speed side by side with PyTorch: the Edifice model, then make lm's training step -> runs/bench
 	$(PY) -m pip install -q -e '.[torch]'
-	$(PY) bench/bench.py $(ARGS)
-	$(PY) bench/lm_step.py
+	SSMAX_TINY_POCL=$(POCL) $(PY) bench/bench.py $(ARGS)
+	SSMAX_TINY_POCL=$(POCL) $(PY) bench/lm_step.py
 
-tune: $(STAMP)  ## BEAM-search the large kernels of make lm's and make demo's training steps once (cached by tinygrad; later runs use them on their own), then make lm's step tuned against the heuristics and PyTorch -> bench/lm_step_tuned.{json,md}
+tune: $(STAMP)  ## BEAM-search make lm's and make demo's training steps once (the OpenCL-on-CPU kit; later runs use them)
 	$(PY) -m pip install -q -e '.[torch]'
-	$(PY) -m ssmax_tiny lm-compare --tune-kernels --positionals rope,p-rope,none $(ARGS)
-	$(PY) -m ssmax_tiny demo --tune-kernels $(ARGS)
-	$(PY) bench/lm_step.py --beam 0,tuned --devices $$($(PY) -c "from tinygrad import Device; print(Device.DEFAULT)") --out bench/lm_step_tuned
+	SSMAX_TINY_POCL=1 DEV=CL $(PY) -m ssmax_tiny run experiments/lm.toml --tune-kernels --positionals rope,p-rope,none $(ARGS)
+	SSMAX_TINY_POCL=1 DEV=CL $(PY) -m ssmax_tiny run experiments/demo.toml --tune-kernels $(ARGS)
+	SSMAX_TINY_POCL=1 DEV=CL $(PY) bench/lm_step.py --beam 0,tuned --devices CL
+
+gpu-build: $(STAMP)  ## every kernel of the GPU paths built by NVIDIA's compiler (NVRTC, from PyPI) for sm_80 and sm_90, no GPU needed
+	$(PY) -m pip install -q -e '.[gpu-build]'
+	$(PY) scripts/gpu_build.py $(ARGS)
+
+gpu-check: $(STAMP)  ## on a machine with a GPU: the core tests there, make lm's step in float32 and bfloat16, a 64k forward
+	bash bench/gpu_check.sh
 
 lint: $(STAMP)
-	$(PY) -m ruff check ssmax_tiny tests examples bench
+	$(PY) -m ruff check ssmax_tiny tests examples bench scripts
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

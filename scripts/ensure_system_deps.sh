@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# tinygrad's CPU device compiles its kernels with clang; its CL device needs an OpenCL driver (PoCL runs it on the CPU).
-# Finds them, installs them with apt-get on Debian/Ubuntu when run as root, or stops and says what to install.
+# tinygrad's CPU device compiles its kernels with clang. On a machine without a GPU, tinygrad's OpenCL device through PoCL
+# runs kernels on every core (the CPU device uses one), so PoCL is installed there too; a machine with an NVIDIA or AMD GPU
+# (or a Mac) runs on the GPU and needs no PoCL. Installs with apt-get on Debian/Ubuntu when run as root, or says what to.
 set -euo pipefail
+gpu=0
+{ [ -e /dev/nvidia0 ] || [ -e /dev/kfd ] || command -v nvidia-smi >/dev/null 2>&1 || [ "$(uname -s)" = "Darwin" ]; } && gpu=1
 need_clang=0; need_pocl=0
 command -v clang >/dev/null 2>&1 || need_clang=1
-if [ "$(uname -s)" = "Linux" ] && ! ls /etc/OpenCL/vendors/*.icd >/dev/null 2>&1; then need_pocl=1; fi
+if [ $gpu = 0 ] && [ "$(uname -s)" = "Linux" ] && ! ls /etc/OpenCL/vendors/*.icd >/dev/null 2>&1; then need_pocl=1; fi
 [ "$need_clang$need_pocl" = "00" ] && exit 0
 
 pkgs=""; [ $need_clang = 1 ] && pkgs="clang"; [ $need_pocl = 1 ] && pkgs="$pkgs pocl-opencl-icd"
@@ -21,7 +24,7 @@ if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = "0" ]; then
 fi
 if [ $need_clang = 1 ]; then
   echo "ssmax_tiny: tinygrad's CPU device needs the C compiler clang, which is not on PATH." >&2
-  echo "  Debian/Ubuntu: sudo apt-get install clang pocl-opencl-icd    Fedora: sudo dnf install clang pocl" >&2
+  echo "  Debian/Ubuntu: sudo apt-get install clang$([ $need_pocl = 1 ] && echo ' pocl-opencl-icd')    Fedora: sudo dnf install clang$([ $need_pocl = 1 ] && echo ' pocl')" >&2
   exit 1
 fi
 # clang is there; PoCL only enables the optional CL device, so its absence is a note, not an error

@@ -30,17 +30,3 @@ def check_bool(name: str, value) -> bool:
 def check_choice(name: str, value, accepted: tuple[str, ...]) -> str:
   if value not in accepted: raise ValueError(f"{name}={value!r} is not one of {', '.join(map(repr, accepted))}")
   return value
-
-
-def translate_renamed(options: dict, renamed: dict[str, tuple[str, dict | None]]) -> dict:
-  """options with the names of earlier versions translated: renamed maps an old name to (new name, {old value: new
-  value}, or None when the values did not change). Passing both names, or an old value that has no translation, is an error."""
-  options = dict(options)
-  for old, (new, values) in renamed.items():
-    if old not in options: continue
-    if new in options: raise ValueError(f"{old} is the old name of {new}: pass only {new}")
-    value = options.pop(old)
-    if values is not None and value not in values:
-      raise ValueError(f"{old}={value!r} (now {new}) is not one of {', '.join(map(repr, values))}")
-    options[new] = values[value] if values is not None else value
-  return options

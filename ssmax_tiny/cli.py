@@ -1,7 +1,8 @@
-"""Command line: python -m ssmax_tiny {train, eval, demo, lm, lm-compare, fading} (also installed as `ssmax-tiny`).
+"""Command line: python -m ssmax_tiny {run, train, eval, demo, lm, lm-compare, fading} (also installed as `ssmax-tiny`).
 
 The top of the package: it imports the library, nothing imports it. tinygrad picks its device from the environment:
-DEV=CPU, DEV=CL, DEV=CUDA, ...; every command prints the one it used.
+DEV=CPU, DEV=CL, DEV=CUDA, ...; every command prints the one it used. SSMAX_TINY_POCL=1 installs the OpenCL-on-CPU kit
+(ssmax_tiny/pocl) where the device is OpenCL on a CPU. `run FILE.toml` runs an experiment file (experiments/).
 """
 from __future__ import annotations
 
@@ -11,13 +12,19 @@ import signal
 import sys
 from pathlib import Path
 
+try:
+  import tomllib
+except ModuleNotFoundError:   # Python 3.10
+  import tomli as tomllib
+
 import numpy as np
 from tinygrad import Device
 
-from ssmax_tiny import checkpoint, cl_graph, cl_vectorize, report, tuning
-from ssmax_tiny.demo import run_demo
-from ssmax_tiny.lm import LM_ATTENTIONS, LM_POSITIONALS, build_lm, compare, evaluate_lm
-from ssmax_tiny.model import ATTENTIONS, N_MODES, POSITIONALS, SSMaxConfig
+from ssmax_tiny import checkpoint, pocl, report
+from ssmax_tiny.demo import demo_cells, run_demo
+from ssmax_tiny.lm import LM_ATTENTIONS, LM_POSITIONALS, build_lm, compare, evaluate_lm, lm_cells
+from ssmax_tiny.model import ATTENTIONS, DTYPES, N_MODES, POSITIONALS, SSMaxConfig
+from ssmax_tiny.pocl import tuning
 from ssmax_tiny.tasks import TASKS, make_task
 from ssmax_tiny.text import TextTask
 from ssmax_tiny.train import TrainConfig, Trainer, build_token_model, evaluate, load_token_model, load_trainer, save_checkpoint
@@ -73,21 +80,6 @@ def _nonneg_number(text: str) -> float:
   return v
 
 
-class _Renamed(argparse.Action):
-  """An option under its old name: still accepted (values translated), with a note on stderr that names the new one."""
-
-  def __init__(self, option_strings, dest, new: str = "", values: dict | None = None, **kwargs):
-    self.new, self.translate = new, values or {}
-    super().__init__(option_strings, dest, **kwargs)
-
-  def __call__(self, parser, namespace, value, option_string=None):
-    if self.translate and value not in self.translate:
-      parser.error(f"argument {option_string}: {value!r} is not one of {', '.join(self.translate)}")
-    value = self.translate.get(value, value)  # argparse has already applied `type`
-    print(f"note: {option_string} is now {self.new}; using {self.new} {value}", file=sys.stderr)
-    setattr(namespace, self.dest, value)
-
-
 def _model_args(p: argparse.ArgumentParser, positional: bool = True, hidden: int = 32, lm: bool = False, grid: bool = False) -> None:
   g = p.add_argument_group("model (Edifice's build options, then ours)")
   g.add_argument("--hidden", type=_positive_int, default=hidden, help=f"hidden_size, also the token embedding width (default {hidden})")
@@ -98,12 +90,13 @@ def _model_args(p: argparse.ArgumentParser, positional: bool = True, hidden: int
     g.add_argument("--positional", choices=POSITIONALS, default="none", help="position information (default none, as Edifice)")
   g.add_argument("--n-mode", choices=N_MODES, default="row",
                  help="n, the keys a query sees: per causal row (row: i+1, the paper) or one n = T for all rows (sequence: Edifice)")
-  g.add_argument("--seq-len-mode", dest="n_mode", action=_Renamed, new="--n-mode", values={"row": "row", "window": "sequence"},
-                 help=argparse.SUPPRESS)
   g.add_argument("--per-head", action="store_true", help="one s per head instead of one per layer")
   g.add_argument("--learn-bias", action="store_true", help="learn a bias b: softmax((s log n + b) z) (paper Section 3)")
   g.add_argument("--fixed-s", action="store_true", help="keep s fixed at --init-s instead of learning it")
   g.add_argument("--init-s", type=float, default=1.0, help="initial s (default 1.0, as Edifice)")
+  g.add_argument("--dtype", choices=DTYPES, default="float32",
+                 help="projections and activations in this dtype; weights, optimizer state, LayerNorm, softmax and loss stay float32 "
+                      "(default float32; float16 is refused for training: it needs loss scaling)")
   if lm:
     g.add_argument("--rope-fraction", type=float, default=1.0,
                    help="p-rope cells: the fraction of each head that rotates (default: RoPE's frequencies that turn within the "
@@ -124,7 +117,6 @@ def _train_args(p: argparse.ArgumentParser, steps: int, d: TrainConfig = TRAIN_D
   g.add_argument("--steps", type=_positive_int, default=steps, help=f"training steps (default {steps})")
   g.add_argument("--batch-size", type=_positive_int, default=d.batch_size, help=f"sequences per step (default {d.batch_size})")
   g.add_argument("--train-length", type=_positive_int, default=d.train_length, help=f"training sequence length (default {d.train_length})")
-  g.add_argument("--window", dest="train_length", type=_positive_int, action=_Renamed, new="--train-length", help=argparse.SUPPRESS)
   g.add_argument("--lr", type=float, default=d.lr, help=f"peak learning rate (default {d.lr:g})")
   g.add_argument("--warmup", type=_nonneg_int, default=d.warmup, help=f"linear warmup steps (default {d.warmup})")
   g.add_argument("--weight-decay", type=float, default=d.weight_decay, help=f"AdamW weight decay on rank >= 2 weights (default {d.weight_decay:g})")
@@ -151,7 +143,13 @@ def _runner(args) -> dict:
 
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(prog="ssmax-tiny", description="Scalable-Softmax (SSMax) attention in tinygrad: train, evaluate, compare.")
-  sub = parser.add_subparsers(dest="command", required=True, metavar="{train,eval,demo,lm,lm-compare,fading}")
+  sub = parser.add_subparsers(dest="command", required=True, metavar="{run,train,eval,demo,lm,lm-compare,fading}")
+
+  p = sub.add_parser("run", help="run an experiment file (experiments/*.toml): a command and its options",
+                     description="Run an experiment file: its `command` (demo, lm-compare, lm, train) with the options its tables set. "
+                                 "Options after the file override the file's, e.g. run experiments/lm.toml --seeds 0.")
+  p.add_argument("file", type=Path, help="the experiment file, e.g. experiments/demo.toml")
+  p.add_argument("overrides", nargs=argparse.REMAINDER, help="options of the file's command that replace the file's")
 
   p = sub.add_parser("train", help="train one model on a retrieval task, with checkpoints", description="Train one model on a retrieval task.")
   _train_args(p, steps=TRAIN_DEFAULTS.steps)
@@ -238,7 +236,8 @@ def model_config(args, attention: str) -> SSMaxConfig:
       if hasattr(args, "rope_fraction") else {}
   return SSMaxConfig(embed_dim=args.hidden, hidden_size=args.hidden, num_heads=args.heads, num_layers=args.layers, dropout=args.dropout,
                      window_size=args.train_length, attention=attention, n_mode=args.n_mode, per_head=args.per_head,
-                     init_s=args.init_s, learn_s=not args.fixed_s, learn_bias=args.learn_bias, positional=getattr(args, "positional", "none"), **lm)
+                     init_s=args.init_s, learn_s=not args.fixed_s, learn_bias=args.learn_bias, positional=getattr(args, "positional", "none"),
+                     dtype=args.dtype, **lm)
 
 
 def train_config(args, seed: int) -> TrainConfig:
@@ -278,14 +277,31 @@ def cmd_lm(args) -> int:
   return 0
 
 
-def cmd_lm_compare(args) -> int:
+def grid(args) -> tuple:
+  """What demo and lm-compare run, from their parsed arguments: (the function, its arguments without the runner's);
+  `cells(args)` builds the same grid's cell descriptions."""
+  if args.command == "demo":
+    return run_demo, dict(model=model_config(args, "ssmax"), train=train_config(args, 0), task=args.task, seeds=args.seeds,
+                          lengths=args.lengths, samples=args.samples, positionals=args.positionals, finetune_steps=args.finetune)
   if args.rope_fraction != 1 and "p-rope" not in args.positionals:
     raise ValueError(f"--rope-fraction {args.rope_fraction:g} sets the p-rope cells' fraction (rope cells rotate every dimension): "
                      f"add p-rope to --positionals ({','.join(args.positionals)})")
   task = TextTask(data=args.data, passkey_rate=args.passkey_rate, answer_weight=args.answer_weight)
-  results = compare(model_config(args, "softmax"), train_config(args, 0), task=task,
-                    attentions=args.attentions, positionals=args.positionals, seeds=args.seeds, factor=args.factor, windows=args.windows,
-                    samples=args.samples, out=args.out, progress=not args.no_progress, **_runner(args))
+  return compare, dict(model=model_config(args, "softmax"), train=train_config(args, 0), task=task, attentions=args.attentions,
+                       positionals=args.positionals, seeds=args.seeds, factor=args.factor, windows=args.windows, samples=args.samples)
+
+
+def cells(args) -> list[dict]:
+  """The cell descriptions of a demo or lm-compare command line (their names are the keys of its sweep.json)."""
+  run, options = grid(args)
+  model, train = options.pop("model"), options.pop("train")
+  return (demo_cells if run is run_demo else lm_cells)(model, train, **options)
+
+
+def cmd_grid(args) -> int:
+  run, options = grid(args)
+  model, train = options.pop("model"), options.pop("train")
+  results = run(model, train, **options, out=args.out, progress=not args.no_progress, **_runner(args))
   return 1 if "failed" in results else 0
 
 
@@ -299,7 +315,7 @@ def run_training(args, new_trainer) -> Trainer | None:
     if checkpoint.json_path(args.out).exists():
       raise SystemExit(f"error: {args.out} already holds a checkpoint; pass --resume to continue it, or choose another --out")
     trainer = new_trainer()
-  print(tuning.summary([trainer.signature]) + cl_graph.note(trainer.devices) + cl_vectorize.note(trainer.devices))
+  print(pocl.note(trainer.devices, [tuning.trainer_signature(trainer)]))
 
   # Ctrl-C ends the run between steps, never inside tinygrad (an interrupt there could leave its device worker waiting)
   interrupted = []
@@ -338,13 +354,6 @@ def cmd_eval(args) -> int:
   return 0
 
 
-def cmd_demo(args) -> int:
-  results = run_demo(model_config(args, "ssmax"), train_config(args, 0), task=args.task, seeds=args.seeds, lengths=args.lengths,
-                     samples=args.samples, positionals=args.positionals, finetune_steps=args.finetune, out=args.out,
-                     progress=not args.no_progress, **_runner(args))
-  return 1 if "failed" in results else 0
-
-
 def cmd_fading(args) -> int:
   curve = report.fading_curve(args.s, args.max_n)
   args.out.mkdir(parents=True, exist_ok=True)
@@ -357,13 +366,41 @@ def cmd_fading(args) -> int:
   return 0
 
 
-COMMANDS = {"train": cmd_train, "eval": cmd_eval, "demo": cmd_demo, "fading": cmd_fading, "lm": cmd_lm, "lm-compare": cmd_lm_compare}
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "demo": cmd_grid, "fading": cmd_fading, "lm": cmd_lm, "lm-compare": cmd_grid}
+
+
+def experiment_argv(path: Path, parser: argparse.ArgumentParser) -> list[str]:
+  """An experiment file as a command line: `command = "lm-compare"`, then each key of the file's tables (any names: they
+  group the options for the reader) is an option of that command, `steps = 4000` -> --steps 4000, a list -> a
+  comma-separated value, true -> the bare flag. An unknown command or option is a ValueError that names the file."""
+  try:
+    data = tomllib.loads(Path(path).read_text())
+  except (OSError, tomllib.TOMLDecodeError) as e:
+    raise ValueError(f"experiment file {str(path)!r}: {e}") from None
+  command = data.pop("command", None)
+  commands = {a.dest: a for a in parser._subparsers._group_actions}["command"].choices   # argparse's subparsers
+  if command not in COMMANDS: raise ValueError(f"experiment file {str(path)!r}: command={command!r} is not one of {', '.join(COMMANDS)}")
+  accepted = {o for a in commands[command]._actions for o in a.option_strings if o.startswith("--")}
+  argv = [command]
+  for name, value in [item for k, v in data.items() for item in (v.items() if isinstance(v, dict) else [(k, v)])]:
+    flag = "--" + name.replace("_", "-")
+    if flag not in accepted:
+      raise ValueError(f"experiment file {str(path)!r}: {name} is not an option of {command}; accepted: "
+                       f"{', '.join(sorted(o[2:] for o in accepted if o != '--help'))}")
+    if value is True: argv.append(flag)
+    elif value is not False: argv += [flag, ",".join(map(str, value)) if isinstance(value, list) else str(value)]
+  return argv
 
 
 def main(argv: list[str] | None = None) -> int:
-  args = build_parser().parse_args(argv)
-  cl_vectorize.install()   # on OpenCL, evaluation and decoding too render float arithmetic on vectors (a Trainer does anyway)
+  parser = build_parser()
+  args = parser.parse_args(argv)
   try:
+    if args.command == "run":
+      line = experiment_argv(args.file, parser) + args.overrides
+      print(f"{args.file}: python -m ssmax_tiny {' '.join(line)}")
+      args = parser.parse_args(line)
+    pocl.use()   # the OpenCL-on-CPU kit, where SSMAX_TINY_POCL=1 asks for it and the device is OpenCL on a CPU
     return COMMANDS[args.command](args)
   except (checkpoint.CheckpointError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)

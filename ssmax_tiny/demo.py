@@ -17,8 +17,9 @@ from pathlib import Path
 from tinygrad import Device
 from tinygrad.nn.state import get_state_dict
 
-from ssmax_tiny import cl_graph, cl_vectorize, report, tuning
+from ssmax_tiny import pocl, report
 from ssmax_tiny.model import POSITIONALS, SSMaxConfig
+from ssmax_tiny.pocl import tuning
 from ssmax_tiny.sweep import run_grid, runner_name
 from ssmax_tiny.tasks import make_task
 from ssmax_tiny.train import TrainConfig, Trainer, build_token_model, evaluate, task_from_dict
@@ -53,7 +54,7 @@ def demo_cells(model: SSMaxConfig, train: TrainConfig, *, task: str = "needle", 
   the_task = make_task(task)
   if min(lengths) < the_task.min_length: raise ValueError(f"lengths {min(lengths)} is below the task's minimum {the_task.min_length}")
   attentions = ["softmax", "ssmax"] + (["finetune"] if finetune_steps else [])
-  return [dict(kind="demo", model=asdict(replace(model, attention="softmax" if a == "finetune" else a, positional=p)),
+  return [dict(kind="demo", model=replace(model, attention="softmax" if a == "finetune" else a, positional=p).to_dict(),
                train=asdict(replace(train, seed=seed)), task=the_task.to_dict(), lengths=[int(x) for x in lengths], samples=samples,
                finetune_steps=finetune_steps if a == "finetune" else 0)
           for p in positionals for seed in seeds for a in attentions]
@@ -104,7 +105,7 @@ def run_demo(model: SSMaxConfig, train: TrainConfig, *, task: str = "needle", se
         f"train length: {train.train_length}  steps: {train.steps}  seeds: {seeds}  lengths: {lengths}  "
         f"cells: {len(cells)} in {runner_name(jobs, ray)}")
   if tune: return dict(tuned=tuning.tune_cells(cells, cell_signature, cell_trainer, tune, progress))
-  print(tuning.summary([cell_signature(c) for c in cells]) + cl_graph.note() + cl_vectorize.note())
+  print(pocl.note(signatures=[cell_signature(c) for c in cells]))
   runs, failed = run_grid(run_cell, cells, out, jobs=jobs, ray=ray, cpus=cpus, gpus=gpus, progress=progress)
   if failed: return dict(failed=failed)
   summary = report.summarize(runs, lengths)

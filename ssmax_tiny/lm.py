@@ -20,11 +20,11 @@ from pathlib import Path
 
 import numpy as np
 from tinygrad import Device, Tensor
-from tinygrad.nn.state import get_parameters
 from tqdm.auto import tqdm
 
-from ssmax_tiny import cl_graph, cl_vectorize, tuning
+from ssmax_tiny import pocl
 from ssmax_tiny.model import LanguageModel, SSMaxConfig, with_options
+from ssmax_tiny.pocl import tuning
 from ssmax_tiny.sweep import run_grid, runner_name
 from ssmax_tiny.tasks import batch_rng
 from ssmax_tiny.text import DIGITS, TextTask, passkey
@@ -33,9 +33,7 @@ from ssmax_tiny.train import TrainConfig, Trainer
 
 def build_lm(config: SSMaxConfig, seed: int, tie_weights: bool = True) -> LanguageModel:
   Tensor.manual_seed(seed)
-  model = LanguageModel(config, 256, tie_weights)
-  Tensor.realize(*get_parameters(model))
-  return model
+  return LanguageModel(config, 256, tie_weights)
 
 
 def loss_by_position(model: LanguageModel, task: TextTask, length: int, windows: int, seed: int = 20_000,
@@ -166,7 +164,7 @@ def lm_cells(model: SSMaxConfig, train: TrainConfig, *, task: TextTask, attentio
   L = train.train_length
   task.check_length(L)
   data = None if task.data is None else str(Path(task.data).absolute())  # a cell may run in another working directory
-  return [dict(kind="lm", model=asdict(lm_config(model, a, p, L)), train=asdict(replace(train, seed=seed)),
+  return [dict(kind="lm", model=lm_config(model, a, p, L).to_dict(), train=asdict(replace(train, seed=seed)),
                task=replace(task, data=data).to_dict(), eval=dict(factor=factor, windows=windows, samples=samples))
           for p in positionals for a in attentions for seed in seeds]
 
@@ -212,7 +210,7 @@ def compare(model: SSMaxConfig, train: TrainConfig, *, task: TextTask, attention
   print(f"device: {Device.DEFAULT}  data: {task.source} ({train_bytes:,} bytes for training, {held_bytes:,} held out)  "
         f"L = {L}, evaluated to {factor * L}  cells: {len(cells)} in {runner_name(jobs, ray)}")
   if tune: return dict(tuned=tuning.tune_cells(cells, cell_signature, cell_trainer, tune, progress))
-  print(tuning.summary([cell_signature(c) for c in cells]) + cl_graph.note() + cl_vectorize.note())
+  print(pocl.note(signatures=[cell_signature(c) for c in cells]))
   runs, failed = run_grid(run_cell, cells, out, jobs=jobs, ray=ray, cpus=cpus, gpus=gpus, progress=progress)
   if failed: return dict(failed=failed)
   results = dict(device=Device.DEFAULT, data=task.source, train_length=L, factor=factor, windows=windows, samples=samples,

@@ -1,43 +1,37 @@
 """ssmax_tiny.model: Scalable-Softmax (SSMax) attention and Edifice's SSMax transformer, in tinygrad, in one file.
 
-SSMax replaces softmax(z) over a query's n visible keys by softmax((s log n) z), s learnable, so that attention does
-not fade as n grows. Here it lives in a causal multi-head attention (n per query row), inside pre-LayerNorm transformer
+SSMax replaces softmax(z) over a query's n visible keys by softmax((s log n) z), s learnable, so that attention does not
+fade as n grows. Here it lives in a causal multi-head attention (n per query row), inside pre-LayerNorm transformer
 blocks, inside Edifice's model ([batch, T, embed_dim] -> [batch, hidden_size] at the last position), wrapped by a token
-model (embedding, transformer, linear head) that trains on the retrieval tasks, and by a next-token language model; both
-decode through a KV cache. The field's other length-dependent temperatures (log-n scaling, Qwen's log-n, Llama 4's
-temperature, scale-invariant attention) are options of the same attention, for side-by-side comparison.
+classifier and a next-token language model; both decode through a KV cache. The field's other length-dependent
+temperatures are options of the same attention, for side-by-side comparison.
 
 References
-- Nakanishi, "Scalable-Softmax Is Superior for Attention", arXiv:2501.19399 (2025).
-  Section 2: softmax's largest weight fades like 1/n as the number of keys n grows ("attention fading").
-  Section 3, eq. (4): SSMax(z)_i = exp(s log(n) z_i) / sum_j exp(s log(n) z_j) = softmax((s log n) * z).
-  Section 3: s is a learnable scalar (one per layer, or one per head), and a learnable bias b gives
-  softmax((s log n + b) * z); Section 4 uses it inside RoPE transformers, n is the number of keys a query sees.
-- Edifice (Elixir), `Edifice.Blocks.SSMax`: compute/layer/build_ssmax_attention/build/output_size, whose model this file
-  ports. Edifice writes SSMax as exp(x_i - s log n) / sum_j exp(x_j - s log n); that shift cancels in the ratio, so it is
-  plain softmax and s gets no gradient. We implement the paper's multiplicative form (tests/test_compute.py shows both).
-- Su et al., "RoFormer" (arXiv:2104.09864): rotary position embedding, the optional `positional="rope"`; partial RoPE
-  after Barbero et al. (arXiv:2410.06205).
-- The variants, each beside its formula in section 3: Chiang & Cholak 2022 (arXiv:2202.12172, log-n scaling); Qwen's
-  log-n attention (Qwen-7B, modeling_qwen.py); Llama 4's attention temperature (transformers, modeling_llama4.py);
-  Anson, Wang, Aitchison, "Scale-invariant attention" (arXiv:2505.17083); QK-norm (Henry et al. 2020, arXiv:2010.04245).
-- Radford et al., GPT-2 / karpathy's nanoGPT: pre-LayerNorm blocks, N(0, 0.02) weights, residual projections scaled,
-  the decay / no-decay parameter split of `configure_optimizers`, `generate` beside the model.
-- tinygrad 0.14: `attend` follows `Tensor.scaled_dot_product_attention` (tinygrad/mixin/rand.py);
-  `TinyJit` (tinygrad/engine/jit.py) freezes Python numbers at capture (tinygrad's test/unit/test_jit_footguns.py), so
-  every per-call quantity here (positions, log n) is derived from tensor shapes or a bound Variable, never a Python number.
+- Nakanishi, "Scalable-Softmax Is Superior for Attention", arXiv:2501.19399 (2025). Section 2: softmax's largest weight
+  fades like 1/n ("attention fading"). Section 3, eq. (4): SSMax(z) = softmax((s log n) z), s learnable (per layer or
+  per head), with an optional bias b: softmax((s log n + b) z). Section 4: inside RoPE transformers, n = keys a query sees.
+- Edifice (Elixir), `Edifice.Blocks.SSMax`: compute/layer/build_ssmax_attention/build/output_size, ported here. Edifice
+  writes exp(x_i - s log n) / sum_j exp(x_j - s log n): the shift cancels, so it is plain softmax and s gets no gradient.
+  We implement the paper's multiplicative form (tests/test_compute.py shows both).
+- Su et al., RoFormer (arXiv:2104.09864): rotary position embedding; partial RoPE after Barbero et al. (arXiv:2410.06205).
+- The variants, each beside its formula in section 3: Chiang & Cholak 2022 (arXiv:2202.12172, log-n); Qwen's log-n
+  (Qwen-7B modeling_qwen.py); Llama 4's temperature (transformers modeling_llama4.py); Anson, Wang, Aitchison,
+  scale-invariant attention (arXiv:2505.17083); QK-norm (Henry et al. 2020, arXiv:2010.04245).
+- Radford et al., GPT-2, and karpathy's nanoGPT: pre-LayerNorm blocks, N(0, 0.02) weights, residual projections scaled
+  by depth, the decay / no-decay split of `configure_optimizers`. Mixed precision as PyTorch's autocast does it.
+- tinygrad 0.14: `attend` follows Tensor.scaled_dot_product_attention (tinygrad/mixin/rand.py); TinyJit
+  (tinygrad/engine/jit.py) freezes Python numbers at capture, so every per-call quantity (positions, log n) comes from
+  tensor shapes or a bound Variable. How the kernels run, and what was measured: docs/speed.md, docs/long-context.md.
 
-Reading order: 1. the SSMax function (`compute`, on `masked_softmax` and its hand-written backward); 2. the SSMax
-module (`SSMax`); 3. attention (the variants' formulas, `Linear` with its hand-written backward, `rope_tables` and
-`rope`, `causal_mask`, `padding_mask`, `attend`, `attend_blocked`, `Attended`, `SSMaxAttention`); 4. `FeedForward` and
-`TransformerBlock`; 5. `SSMaxConfig` and `SSMaxTransformer`; 6. decoding (`KVCache`, `Decoder`); 7. the token models
-(`TokenModel`, a classifier; `LanguageModel`, next-token; `decode`, `with_options`); 8. the builders with Edifice's names.
+Reading order: 1. the SSMax function (`compute`); 2. the `SSMax` module; 3. attention (the variants, `Linear`, RoPE,
+masks, `attend`, `attend_blocked`, `SSMaxAttention`); 4. `FeedForward`, `TransformerBlock`; 5. `SSMaxConfig`,
+`SSMaxTransformer`; 6. decoding (`KVCache`, `Decoder`); 7. the token models (`TokenModel`, `LanguageModel`, `decode`,
+`with_options`); 8. the builders with Edifice's names.
 """
 from __future__ import annotations
 
-import contextlib
 import math
-from dataclasses import dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from typing import NamedTuple
 
 import numpy as np
@@ -47,8 +41,7 @@ from tinygrad.helpers import TRAINING
 from tinygrad.nn.optim import AdamW, OptimizerGroup
 from tinygrad.nn.state import get_parameters, get_state_dict
 
-from ssmax_tiny import host_memory
-from ssmax_tiny.checks import check_bool, check_choice, check_int, check_number, translate_renamed
+from ssmax_tiny.checks import check_bool, check_choice, check_int, check_number
 
 # ---------------------------------------------------------------------------------------------------------------------
 # 1. The SSMax function (paper eq. 4)
@@ -65,8 +58,7 @@ def ssmax_scale(s: float | Tensor, n: int | Tensor, bias: float | Tensor = 0.0) 
 
 
 def _softmax_backward(grad_w: UOp, call: UOp) -> tuple[UOp | None, ...]:
-  # d scores = w * (g - sum(g * w)) from the weights w the forward returned (call.gettuple(0)). Autograd's graph for
-  # exp(z - max) / sum instead recomputed exp over the [B, H, T, T_k] scores, and exp runs at about 1 GFLOP/s on CL.
+  # d scores = w * (g - sum(g * w)), from the weights w the forward returned: autograd's graph would recompute exp
   w, g = Tensor(call.gettuple(0)), Tensor(grad_w)
   return ((w * (g - (g * w).sum(-1, keepdim=True))).uop,) + (None,) * (len(call.src) - 2)  # none for the mask
 
@@ -75,9 +67,9 @@ def _softmax_backward(grad_w: UOp, call: UOp) -> tuple[UOp | None, ...]:
 def masked_softmax(scores: Tensor, mask: Tensor | None = None) -> Tensor:
   """softmax over the last axis, over the keys `mask` allows (True = may attend). A row that allows no key (a padded
   query) gets all-zero weights, as FlashAttention returns, instead of NaN: its maximum is taken as 0 and its sum as 1, so
-  no NaN reaches the backward pass either. Other rows get tinygrad's softmax (tinygrad/mixin/op.py, _softmax), with
-  the backward above. In training exp(z - max) is realised once (`contiguous`) for the sum and the division to read (3 to
-  5% of make lm's step on CL); at inference it stays lazy and computed twice, so the forward holds no [B, H, T, T_k] more."""
+  no NaN reaches the backward pass either. The backward is written out above (tinygrad.function, the mechanism of
+  tinygrad's nn.Embedding). In training exp(z - max) is realised once for the sum and the division to read; at inference
+  it stays lazy, so the forward holds no more [B, H, T, T_k] buffers."""
   z = scores if mask is None else mask.where(scores, -math.inf)
   top = z.max(-1, keepdim=True)
   e = (z - (top == -math.inf).where(0.0, top)).exp()
@@ -95,7 +87,7 @@ def compute(logits: Tensor, s: float | Tensor, n: int | Tensor | None = None, *,
   broadcastable to logits with last dimension 1 (n per row: causal row i sees i+1 keys);
   mask an optional bool Tensor broadcastable to logits, True where a key may be attended.
   The mask is applied after scaling, so a scale of 0 (n = 1) or below (s < 0) never turns -inf into NaN or into weight.
-  A row with every key masked gets all-zero weights (FlashAttention's convention; `masked_softmax`), never NaN.
+  A row with every key masked gets all-zero weights (FlashAttention's convention), never NaN.
   float16/bfloat16 logits are scaled and normalised in float32, and the weights returned in the logits' dtype.
   """
   if seq_len is not None:
@@ -117,8 +109,7 @@ def compute(logits: Tensor, s: float | Tensor, n: int | Tensor | None = None, *,
   lo = (mask.where(z, math.inf) if mask is not None else z).min(-1, keepdim=True)
   top = (c >= 0).where(hi, lo) if isinstance(c, Tensor) else hi if c >= 0 else lo
   z = (z - top).clip(-big, big) * c
-  # softmax subtracts the row maximum again; every unmasked value is finite here
-  return masked_softmax(z, mask).cast(logits.dtype)
+  return masked_softmax(z, mask).cast(logits.dtype)   # softmax subtracts the row maximum again; every unmasked value is finite
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -135,9 +126,10 @@ class SSMax:
   def __init__(self, init_s: float = 1.0, num_heads: int = 1, per_head: bool = False, learn_bias: bool = False,
                learn_s: bool = True):
     check_int("num_heads", num_heads)
+    check_number("init_s", init_s)
     shape = (num_heads, 1, 1) if per_head else (1,)  # (H, 1, 1) broadcasts over [B, H, T_q, T_k] logits
-    self.s = Tensor.full(shape, float(init_s)).contiguous()
-    self.bias = Tensor.zeros(shape).contiguous() if learn_bias else None
+    self.s = Tensor.full(shape, float(init_s)).contiguous().realize()
+    self.bias = Tensor.zeros(shape).contiguous().realize() if learn_bias else None
     self.frozen = False
     if not learn_s: self.freeze()
 
@@ -168,6 +160,7 @@ ATTENTIONS = ("ssmax", "softmax", "logn", "qwen_logn", "llama4", "scale_invarian
 N_MODES = ("row", "sequence")
 POSITIONALS = ("none", "rope")
 OUTPUT_MODES = ("last", "all", "mean")
+DTYPES = ("float32", "bfloat16", "float16")
 LLAMA4_BETA = 0.1          # transformers' modeling_llama4.py, attn_scale
 SCALE_INVARIANT_TAU = 10.0  # arXiv:2505.17083, the tau of its experiments
 
@@ -205,48 +198,52 @@ def scale_invariant_logits(scores: Tensor, q_pos: Tensor, k_pos: Tensor, tau: fl
   return scores * (1 + 2 * u).sqrt() - 2 * u
 
 
+def drawn(t: Tensor) -> Tensor:
+  """A parameter's initial draw, realised at once. tinygrad 0.14's random numbers are lazy reads of a per-device counter
+  buffer (Tensor._next_counter): a draw realised after a later one reads the counter's newer state, so it gets that
+  draw's numbers, and two such parameters updated by one optimizer step put a cycle in its schedule ("cycle detected
+  in assign graph", tinygrad issue #16520). Realised here, a parameter holds its own numbers and any training loop works."""
+  return t.contiguous().realize()
+
+
 def _affine_backward(grad_y: UOp, call: UOp) -> tuple[UOp, UOp, UOp]:
   x, w, g = Tensor(call.src[1]), Tensor(call.src[2]), Tensor(grad_y)   # call.src[1:]: the forward's inputs
-  # Autograd reduces dW = dy^T x and db with tokens the outer axis of their operands. dy^T, copied (out, N) once, makes
-  # dW a plain product and db sums along rows; dx reads it too (a lazy dy, dropout's mask and the residual's sum, would
-  # be recomputed in each tile of dx). dx is realised: left lazy, the next layer's backward fused the whole product
-  # into its own kernels (dy^T's copy, the LayerNorm's sums), which then ran it at a few GFLOP/s. Several times faster
-  # kernels (bench/linear_backward.py, bench/levers.py --lever layout)
+  # dy^T, copied (out, N) once, makes dW = dy^T x a plain product and db a sum along rows; dx reads it too, and is
+  # realised so that the layer below does not fuse the whole product into its own reductions (docs/speed.md)
   gt = g.T.contiguous()                                                 # (out, N)
   return (gt.T @ w).contiguous().uop, (gt @ x).uop, gt.sum(1).uop       # dx (N, in), dW (out, in), db (out,)
 
 
 @function(grad_fxn=_affine_backward)
 def affine(x: Tensor, w: Tensor, b: Tensor) -> Tensor:
-  """x (N, in) @ w (out, in)^T + b, with the backward above (tinygrad.function.function, 0.14's alpha API for a
-  hand-written gradient, the mechanism of tinygrad's nn.Embedding; mixin/gradient.py call_gradient). Same values as
-  autograd's. w^T is copied (in, out) first, so that the three products read their right operand and write along its
-  rows: the layout of every BLAS, and of the matmul tile OpenCL gets on a CPU (cl_vectorize.matmul_tile)."""
+  """x (N, in) @ w (out, in)^T + b, with the backward above: the same values as autograd's, with W^T copied (in, out) so
+  that the forward and both gradients are plain products (each operand read along its rows, as a BLAS reads them)."""
   return x @ w.T.contiguous() + b
 
 
 class Linear:
   """nn.Linear's parameters (weight (out, in), bias (out,), the same state-dict names), N(0, std) weights and zero biases
-  (GPT-2; tinygrad's default Kaiming-uniform would make the scale depend on d_in). Layers of at least HAND_BACKWARD_MIN
-  weights take the hand-written backward of `affine`; below it its copies cost more than they save."""
-  HAND_BACKWARD_MIN = 1 << 16
+  (GPT-2; tinygrad's default Kaiming-uniform would make the scale depend on d_in). Computes in `dtype`, the weights cast
+  from float32 at use (autocast). Layers of at least HAND_BACKWARD_MIN weights take `affine`'s hand-written backward,
+  measured on tinygrad's CPU and CL devices (docs/speed.md); None keeps every layer on autograd."""
+  HAND_BACKWARD_MIN: int | None = 1 << 16
 
-  def __init__(self, d_in: int, d_out: int, std: float = 0.02):
+  def __init__(self, d_in: int, d_out: int, std: float = 0.02, dtype: str = "float32"):
     nn.Linear(d_in, d_out)  # its (discarded) draws keep the random stream, and so every seed's weights, as they have been
-    self.weight, self.bias = Tensor.normal(d_out, d_in, std=std).contiguous(), Tensor.zeros(d_out).contiguous()
+    self.weight, self.bias = drawn(Tensor.normal(d_out, d_in, std=std)), drawn(Tensor.zeros(d_out))
+    self.dtype = dtype
 
   def __call__(self, x: Tensor) -> Tensor:
     d_out, d_in = self.weight.shape
-    if d_in * d_out < self.HAND_BACKWARD_MIN or not isinstance(x.device, str):  # small, or sharded: autograd
-      return x.linear(self.weight.transpose(), self.bias)
-    return affine(x.reshape(-1, d_in), self.weight, self.bias).reshape(*x.shape[:-1], d_out)  # (..., in) -> (N, in) -> (..., out)
+    x, w, b = x.cast(self.dtype), self.weight.cast(self.dtype), self.bias.cast(self.dtype)
+    if self.HAND_BACKWARD_MIN is None or d_in * d_out < self.HAND_BACKWARD_MIN or not isinstance(x.device, str):
+      return x.linear(w.transpose(), b)                                                # small, or sharded: autograd
+    return affine(x.reshape(-1, d_in), w, b).reshape(*x.shape[:-1], d_out)  # (..., in) -> (N, in) -> (..., out)
 
 
 def rope_tables(positions: Tensor, d: int, base: float = 10000.0, fraction: float = 1.0, device=None) -> tuple[Tensor, Tensor, Tensor] | None:
   """RoPE's cos and sin tables (T, Hd) at positions [T] and its rotation (Hd, Hd) (below), on `device`; None when no
-  dimension rotates. The tables are realised (`contiguous`): left lazy, every kernel that reads them (forward and backward,
-  over [B, H, T, Hd]) computed sin and cos per element, at 1 GFLOP/s: a quarter of make lm's step on CL
-  (bench/transcendentals.py)."""
+  dimension rotates. Realised (`contiguous`), so that the kernels reading them do not recompute sin and cos per element."""
   r = 2 * round(fraction * d / 2)                                                    # rotated dimensions, even
   if r == 0: return None
   half = r // 2
@@ -259,17 +256,18 @@ def rope_tables(positions: Tensor, d: int, base: float = 10000.0, fraction: floa
 
 
 def rope(x: Tensor, positions: Tensor, base: float = 10000.0, fraction: float = 1.0, tables=None) -> Tensor:
-  """Rotary embedding (RoFormer eq. 34, GPT-NeoX's half-split layout) on x [..., T, Hd] at positions [T].
+  """Rotary embedding (RoFormer eq. 34, GPT-NeoX's half-split layout) on x [..., T, Hd] at positions [T], in float32.
 
   rope(x) = x * cos + rotate_half(x) * sin, with rotate_half([x1, x2]) = [-x2, x1] written as a product with a fixed
-  (Hd, Hd) signed permutation: slicing and concatenating instead made tinygrad's training step much slower.
+  (Hd, Hd) signed permutation (slicing and concatenating made tinygrad's training step much slower).
   fraction < 1 is partial RoPE (p-RoPE, Barbero et al. 2024, arXiv:2410.06205, used by arXiv:2505.17083): only the first
   r = fraction * Hd dimensions rotate, at RoPE's r/2 highest frequencies; the others carry no position (angle 0).
   `tables` (from rope_tables) lets q and k share one pair of tables."""
   tables = tables or rope_tables(positions, x.shape[-1], base, fraction, x.device)
   if tables is None: return x
   cos, sin, rotate = tables
-  return x * cos + (x @ rotate) * sin
+  y = x.float()
+  return (y * cos + (y @ rotate) * sin).cast(x.dtype)
 
 
 def causal_mask(scores: Tensor, start_pos: int | Tensor = 0) -> Tensor | None:
@@ -293,21 +291,22 @@ def padding_mask(lengths: Tensor, q_pos: Tensor, k_pos: Tensor) -> Tensor:
 
 
 def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, causal: bool = False, start_pos: int | Tensor = 0,
-           score_mod=None, lengths: Tensor | None = None) -> Tensor:
+           score_mod=None, lengths: Tensor | None = None, scale: Tensor | None = None) -> Tensor:
   """softmax(q k^T / sqrt(Hd)) v over q [B, H, T, Hd], k and v [B, H, T_k, Hd]; mask bool broadcastable to [B, H, T, T_k],
   True = may attend; causal=True adds `causal_mask` (query row i at position start_pos + i); lengths [B] adds
   `padding_mask`. score_mod(scores, q_pos, k_pos) rewrites the scores from absolute positions before the softmax (the
-  idea of PyTorch's FlexAttention `score_mod`; `scale_invariant_logits` is one).
+  idea of PyTorch's FlexAttention `score_mod`); `scale` multiplies each row's scores (a per-row temperature).
 
-  What tinygrad's Tensor.scaled_dot_product_attention computes (tinygrad/mixin/rand.py), with one change: the weights
-  are made contiguous (realised) before they meet v. Left lazy, tinygrad fuses exp(z - max) / sum into the kernel that
-  multiplies with v and recomputes it for every column of the output (bench/attention_layout.py times both)."""
-  scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])                      # (B, H, T, T_k)
+  The scores and the softmax are float32 whatever q's dtype (q k^T accumulates in float32); the weights meet v in v's
+  dtype. As tinygrad's Tensor.scaled_dot_product_attention, but for one change: the weights are realised before they
+  meet v, or tinygrad fuses exp(z - max) / sum into the product with v and recomputes it for every column of the output."""
+  scores = q.matmul(k.transpose(-2, -1), dtype=dtypes.float32) / math.sqrt(q.shape[-1])   # (B, H, T, T_k)
+  if scale is not None: scores = scores * scale
   if score_mod is not None or lengths is not None: q_pos, k_pos = positions(scores.shape[-2], scores.shape[-1], start_pos)
   if score_mod is not None: scores = score_mod(scores, q_pos, k_pos)
   if causal and (cm := causal_mask(scores, start_pos)) is not None: mask = cm if mask is None else cm & mask
   if lengths is not None: mask = padding_mask(lengths, q_pos, k_pos) if mask is None else mask & padding_mask(lengths, q_pos, k_pos)
-  return masked_softmax(scores, mask).contiguous() @ v                             # (B, H, T, T_k) @ (B, H, T_k, Hd)
+  return masked_softmax(scores, mask).cast(v.dtype).contiguous() @ v               # (B, H, T, T_k) @ (B, H, T_k, Hd)
 
 
 # Scores one block of queries may hold at inference before the queries are split into blocks: 2^26 floats, 256 MiB in
@@ -324,7 +323,7 @@ def default_query_block(batch: int, heads: int, T: int, T_k: int) -> int:
 
 
 def attend_blocked(q: Tensor, k: Tensor, v: Tensor, query_block: int, start_pos: int = 0, score_mod=None,
-                   lengths: Tensor | None = None) -> Tensor:
+                   lengths: Tensor | None = None, scale: Tensor | None = None) -> Tensor:
   """Causal `attend` one block of query_block queries at a time, each block realised before the next, so that the extra
   memory is one block of scores [B, H, C, T_k] instead of [B, H, T, T_k]. Each query row is computed exactly as in
   `attend` (a row's softmax needs only its own scores; score_mod and the padding mask see absolute positions), so the
@@ -332,23 +331,22 @@ def attend_blocked(q: Tensor, k: Tensor, v: Tensor, query_block: int, start_pos:
   autograd graph: inference and prefill only."""
   B, H, T, Hd = q.shape
   q, k, v = (t.contiguous().realize() for t in (q, k, v))  # computed once, read by every block
-  # Each distinct number of keys is a new shape, and tinygrad compiles new kernels for each: with many blocks, the keys
-  # are cut at a multiple of `step` instead (the causal mask hides the extra ones), so at most 8 shapes are compiled
+  # each distinct number of keys is a new shape with new kernels: cut the keys at a multiple of `step` (the causal mask
+  # hides the extra ones), so that at most 8 shapes are compiled
   step = query_block * math.ceil(math.ceil(T / query_block) / 8)
-  # The block's first query, a bound Variable: a constant offset would make each block's kernels new ones (compiled, and
-  # held in tinygrad's caches, once per block: 256 blocks per layer at T = 65,536); symbolic, blocks of one shape share them
+  # the block's first query, a bound Variable: blocks of one shape share their kernels instead of compiling each
   first = Variable("query_block_start", 0, T - 1)
   blocks = []
-  # Every block has its own number of keys, so its scores have their own size; tinygrad's allocator keeps freed buffers
-  # for reuse by size (LRUAllocator, tinygrad/device.py), which here would hold one of each, T^2/2 in all. LRU=0 frees them.
+  # every block's scores have their own size: tinygrad's allocator would keep one freed buffer of each (LRUAllocator)
   with Context(LRU=0):
     for c0 in range(0, T, query_block):
       c1, c = min(T, c0 + query_block), first.bind(c0)
       # row c1 - 1 sees keys 0..start_pos + c1 - 1; more are cut off by the causal mask, which a one-row block has not
       keys = start_pos + (c1 if c1 - c0 == 1 else min(T, math.ceil(c1 / step) * step))
       q_block = q.shrink(((0, B), (0, H), (c, c + c1 - c0), (0, Hd)))              # (B, H, c1 - c0, Hd)
+      s_block = None if scale is None else scale.shrink(((c, c + c1 - c0), (0, 1)))  # (c1 - c0, 1)
       blocks.append(attend(q_block, k[:, :, :keys], v[:, :, :keys], causal=True, start_pos=start_pos + c,
-                           score_mod=score_mod, lengths=lengths).realize())
+                           score_mod=score_mod, lengths=lengths, scale=s_block).realize())
   return Tensor.cat(*blocks, dim=2)                                                 # (B, H, T, Hd)
 
 
@@ -360,44 +358,27 @@ class Attended(NamedTuple):
 
 class SSMaxAttention:
   """Causal multi-head attention: q, k, v, out Linear layers (with bias), scores / sqrt(head_dim), SSMax or softmax, or
-  one of the field's variants (`attention`: "logn", "qwen_logn", "llama4", "scale_invariant"; see their functions above).
+  one of the field's variants (config.attention; see their functions above). Built from an SSMaxConfig
+  (`build_ssmax_attention` makes one from keyword options), which has checked every option.
 
   n, the number of keys a query sees: `n_mode="row"` gives row i n = start_pos + i + 1 (the paper's causal n);
   `"sequence"` gives every row Edifice's single n = start_pos + T (with padding, the sequence's own length).
-  `__call__` folds the row's scale (s*log n + bias for SSMax) into q and calls `attend`, so SSMax costs no kernel over
-  softmax; `explicit` computes the weights with `compute` and returns them with the output.
+  `__call__` multiplies each row by its scale (s*log n + b for SSMax) and calls `attend`; `explicit` computes the
+  weights with `compute` and returns them with the output.
   `cache` [2, B, H, max_len, Hd] (a KVCache layer) turns either into a decoding step: the new keys and values are written
   at start_pos.. and the queries attend to all start_pos + T of them. start_pos may be a bound Variable (TinyJit decoding).
   `lengths` [B] (right padding): keys at or after a sequence's length are masked, and its padded query rows get zeros.
   """
 
-  def __init__(self, hidden_size: int, num_heads: int, attention: str = "ssmax", n_mode: str = "row",
-               per_head: bool = False, init_s: float = 1.0, learn_s: bool = True, learn_bias: bool = False,
-               positional: str = "none", out_std: float = 0.02, rope_base: float = 10000.0, rope_fraction: float = 1.0,
-               qk_norm: bool = False, train_length: int | None = None):
-    check_int("hidden_size", hidden_size)
-    check_int("num_heads", num_heads)
-    if hidden_size % num_heads: raise ValueError(f"hidden_size={hidden_size} must be divisible by num_heads={num_heads}")
-    check_choice("attention", attention, ATTENTIONS)
-    check_choice("n_mode", n_mode, N_MODES)
-    check_choice("positional", positional, POSITIONALS)
-    check_number("rope_base", rope_base, 1, low_open=True)
-    check_number("rope_fraction", rope_fraction, 0, 1, low_open=True)
-    check_bool("qk_norm", qk_norm)
-    if attention in ("qwen_logn", "llama4"):
-      if train_length is None: raise ValueError(f"attention={attention!r} needs train_length (the length L the model trains at)")
-      check_int("train_length", train_length, 2)
-    self.num_heads, self.head_dim = num_heads, hidden_size // num_heads
-    if positional == "rope" and self.head_dim % 2:
-      raise ValueError(f"positional='rope' needs an even head_dim; hidden_size/num_heads = {self.head_dim}")
-    self.attention, self.n_mode, self.positional = attention, n_mode, positional
-    self.rope_base, self.rope_fraction, self.train_length = rope_base, rope_fraction, train_length
-    self.q, self.k, self.v = (Linear(hidden_size, hidden_size) for _ in range(3))
-    self.out = Linear(hidden_size, hidden_size, out_std)
+  def __init__(self, config: SSMaxConfig, out_std: float = 0.02):
+    c = self.config = config
+    self.num_heads, self.head_dim = c.num_heads, c.hidden_size // c.num_heads
+    self.q, self.k, self.v = (Linear(c.hidden_size, c.hidden_size, dtype=c.dtype) for _ in range(3))
+    self.out = Linear(c.hidden_size, c.hidden_size, out_std, dtype=c.dtype)
     # QK-norm (Henry et al. 2020; RMSNorm per head as in OLMo 2 and Qwen3), before RoPE and before any scaling
-    self.q_norm, self.k_norm = (nn.RMSNorm(self.head_dim), nn.RMSNorm(self.head_dim)) if qk_norm else (None, None)
-    self.ssmax = SSMax(init_s, num_heads, per_head, learn_bias, learn_s) if attention == "ssmax" else None
-    self.score_mod = scale_invariant_logits if attention == "scale_invariant" else None
+    self.q_norm, self.k_norm = (nn.RMSNorm(self.head_dim), nn.RMSNorm(self.head_dim)) if c.qk_norm else (None, None)
+    self.ssmax = SSMax(c.init_s, c.num_heads, c.per_head, c.learn_bias, c.learn_s) if c.attention == "ssmax" else None
+    self.score_mod = scale_invariant_logits if c.attention == "scale_invariant" else None
 
   def _heads(self, t: Tensor) -> Tensor:
     B, T, _ = t.shape
@@ -406,26 +387,27 @@ class SSMaxAttention:
   def keys_seen(self, T: int, start_pos: int | Tensor = 0, lengths: Tensor | None = None) -> Tensor:
     """n per query row as a (T, 1) Tensor ([B, 1, 1, 1] in sequence mode with lengths); start_pos may be a bound Variable
     (decoding under TinyJit). With right padding a real row's n in row mode is unchanged (its keys are all real)."""
-    if self.n_mode == "sequence":
+    if self.config.n_mode == "sequence":
       return lengths.reshape(-1, 1, 1, 1) if lengths is not None else Tensor.zeros(T, 1) + start_pos + T  # all keys so far
     return Tensor.arange(T).reshape(T, 1) + start_pos + 1                        # row i: keys 0..start_pos+i
 
   def query_scale(self, T: int, start_pos: int | Tensor = 0, lengths: Tensor | None = None) -> Tensor | None:
     """The number each query row's logits are multiplied by, (T, 1) (or (H, T, 1), (B, 1, 1, 1)); None for softmax and
     scale-invariant attention (whose change is per key: `score_mod`)."""
-    if self.attention == "ssmax": return self.ssmax.scale(self.keys_seen(T, start_pos, lengths))
-    if self.attention == "logn": return logn_scale(self.keys_seen(T, start_pos, lengths))
-    if self.attention == "qwen_logn": return qwen_logn_scale(self.keys_seen(T, start_pos, lengths), self.train_length)
-    if self.attention == "llama4": return llama4_scale(positions(T, 1, start_pos)[0], self.train_length)
+    attention, L = self.config.attention, self.config.train_length
+    if attention == "ssmax": return self.ssmax.scale(self.keys_seen(T, start_pos, lengths))
+    if attention == "logn": return logn_scale(self.keys_seen(T, start_pos, lengths))
+    if attention == "qwen_logn": return qwen_logn_scale(self.keys_seen(T, start_pos, lengths), L)
+    if attention == "llama4": return llama4_scale(positions(T, 1, start_pos)[0], L)
     return None
 
   def _qkv(self, x: Tensor, start_pos: int | Tensor, cache: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
     B, T, _ = x.shape
     q, k, v = self._heads(self.q(x)), self._heads(self.k(x)), self._heads(self.v(x))  # each (B, H, T, Hd)
-    if self.q_norm is not None: q, k = self.q_norm(q), self.k_norm(k)
-    if self.positional == "rope":
+    if self.q_norm is not None: q, k = self.q_norm(q.float()).cast(q.dtype), self.k_norm(k.float()).cast(k.dtype)
+    if self.config.positional == "rope":
       at = Tensor.arange(T).to(x.device) + start_pos
-      tables = rope_tables(at, self.head_dim, self.rope_base, self.rope_fraction, x.device)
+      tables = rope_tables(at, self.head_dim, self.config.rope_base, self.config.rope_fraction, x.device)
       q, k = rope(q, at, tables=tables), rope(k, at, tables=tables)
     if cache is not None:
       # write this step's keys and values into the cache, then read back all of them (tinygrad/llm/model.py does the same)
@@ -444,23 +426,23 @@ class SSMaxAttention:
     if query_block is not None: check_int("query_block", query_block)
     if not fold_scale: return self.explicit(x, start_pos, cache, lengths).output
     q, k, v = self._qkv(x, start_pos, cache)
-    if (c := self.query_scale(x.shape[1], start_pos, lengths)) is not None:
-      # (c_i q_i) . k_j = c_i z_ij. Left lazy, the kernels that read dq * c, or c in training, recompute them (log n
-      # included) per element in their loops: contiguous_backward realises dq * c once, and in training c is realised
-      # first, and so is its gradient (a sum over batch and head dims that s's and b's gradients both read; SSMax's
-      # step x1.05-1.12 softmax's before, x1.005-1.021 now, bench/lm_step_60.md); at inference c stays lazy, so SSMax adds
-      # no kernel to the forward pass
-      if TRAINING: c = c.contiguous().contiguous_backward()
-      q = q.contiguous_backward() * c                                                # (B, H, T, Hd) * (T, 1)
+    scale = self.query_scale(x.shape[1], start_pos, lengths)
+    if scale is not None:
+      # realised in training, as is the gradient of q * c, so that the kernels reading them do not recompute log n and the
+      # scale per element; at inference c stays lazy and adds no kernel
+      if TRAINING: scale = scale.contiguous().contiguous_backward()
+      # in float32, (c_i q_i) . k_j = c_i z_ij: the scale folds into q at no cost; in half precision q would round c to
+      # its 8 or 11 bits, so c multiplies the float32 scores instead
+      if q.dtype == dtypes.float32: q, scale = q.contiguous_backward() * scale, None   # (B, H, T, Hd) * (T, 1)
     if query_block is not None and query_block < x.shape[1]:
-      return self._merge(attend_blocked(q, k, v, query_block, start_pos, self.score_mod, lengths))
-    return self._merge(attend(q, k, v, causal=True, start_pos=start_pos, score_mod=self.score_mod, lengths=lengths))
+      return self._merge(attend_blocked(q, k, v, query_block, start_pos, self.score_mod, lengths, scale))
+    return self._merge(attend(q, k, v, causal=True, start_pos=start_pos, score_mod=self.score_mod, lengths=lengths, scale=scale))
 
   def explicit(self, x: Tensor, start_pos: int | Tensor = 0, cache: Tensor | None = None, lengths: Tensor | None = None) -> Attended:
     """The weights made explicitly with `compute` (SSMax) or the variant's formula on the scores, then weights @ v: the
     reference path, and the weights."""
     q, k, v = self._qkv(x, start_pos, cache)
-    scores = q @ k.transpose(-2, -1) / math.sqrt(self.head_dim)                    # (B, H, T, T_k)
+    scores = q.matmul(k.transpose(-2, -1), dtype=dtypes.float32) / math.sqrt(self.head_dim)   # (B, H, T, T_k)
     mask = causal_mask(scores, start_pos)
     if lengths is not None:
       pad = padding_mask(lengths, *positions(scores.shape[-2], scores.shape[-1], start_pos))
@@ -470,7 +452,7 @@ class SSMaxAttention:
       if (c := self.query_scale(x.shape[1], start_pos, lengths)) is not None: scores = scores * c
       if self.score_mod is not None: scores = self.score_mod(scores, *positions(scores.shape[-2], scores.shape[-1], start_pos))
       weights = masked_softmax(scores, mask)
-    return Attended(self._merge(weights.contiguous() @ v), weights)                 # (B, H, T, Hd); see attend()
+    return Attended(self._merge(weights.cast(v.dtype).contiguous() @ v), weights)   # (B, H, T, Hd); see attend()
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -480,8 +462,8 @@ class SSMaxAttention:
 class FeedForward:
   """Linear(h, 4h), exact (erf) GELU as in Axon and PyTorch, Linear(4h, h)."""
 
-  def __init__(self, hidden_size: int, out_std: float = 0.02):
-    self.up, self.down = Linear(hidden_size, 4 * hidden_size), Linear(4 * hidden_size, hidden_size, out_std)
+  def __init__(self, hidden_size: int, out_std: float = 0.02, dtype: str = "float32"):
+    self.up, self.down = Linear(hidden_size, 4 * hidden_size, dtype=dtype), Linear(4 * hidden_size, hidden_size, out_std, dtype=dtype)
 
   def __call__(self, x: Tensor) -> Tensor:
     # contiguous: without it the backward recomputes the GELU once per output column of the down projection
@@ -490,13 +472,14 @@ class FeedForward:
 
 class TransformerBlock:
   """x + Dropout(Attention(LN(x))), then x + Dropout(FFN(LN(x))): Edifice's pre-LayerNorm block. out_std is the init of
-  the two projections that write into the residual stream (SSMaxTransformer sets it from the depth)."""
+  the two projections that write into the residual stream (SSMaxTransformer sets it from the depth). The residual stream
+  and the LayerNorms stay float32 in every dtype, as under PyTorch's autocast; the projections run in config.dtype."""
 
-  def __init__(self, hidden_size: int, num_heads: int, dropout: float = 0.1, out_std: float = 0.02, **attention_options):
-    self.ln1, self.ln2 = nn.LayerNorm(hidden_size), nn.LayerNorm(hidden_size)
-    self.attn = SSMaxAttention(hidden_size, num_heads, out_std=out_std, **attention_options)
-    self.ffn = FeedForward(hidden_size, out_std)
-    self.dropout = dropout
+  def __init__(self, config: SSMaxConfig, out_std: float = 0.02):
+    self.ln1, self.ln2 = nn.LayerNorm(config.hidden_size), nn.LayerNorm(config.hidden_size)
+    self.attn = SSMaxAttention(config, out_std)
+    self.ffn = FeedForward(config.hidden_size, out_std, config.dtype)
+    self.dropout = config.dropout
 
   def __call__(self, x: Tensor, start_pos: int | Tensor = 0, cache: Tensor | None = None, fold_scale: bool = True,
                query_block: int | None = None, lengths: Tensor | None = None, weights: list | None = None) -> Tensor:
@@ -504,28 +487,20 @@ class TransformerBlock:
     if weights is not None:
       attended = self.attn.explicit(self.ln1(x), start_pos, cache, lengths)
       weights.append(attended.weights)
-      x = x + attended.output.dropout(self.dropout)
-    else: x = x + self.attn(self.ln1(x), start_pos, cache, fold_scale, query_block, lengths).dropout(self.dropout)
-    x = x + self.ffn(self.ln2(x)).dropout(self.dropout)
-    return x
+      x = x + attended.output.dropout(self.dropout).float()
+    else: x = x + self.attn(self.ln1(x), start_pos, cache, fold_scale, query_block, lengths).dropout(self.dropout).float()
+    return x + self.ffn(self.ln2(x)).dropout(self.dropout).float()
 
 
 # ---------------------------------------------------------------------------------------------------------------------
 # 5. Configuration and the model (Edifice's build)
 
-# names of earlier versions, still accepted by the builders and SSMaxConfig.from_options (and so by old checkpoints)
-_RENAMED_OPTIONS = {"seq_len_mode": ("n_mode", {"row": "row", "window": "sequence"})}
-
-
-def renamed_options(options: dict) -> dict:
-  """options with the names of earlier versions translated: seq_len_mode="window" -> n_mode="sequence"."""
-  return translate_renamed(options, _RENAMED_OPTIONS)
-
 
 @dataclass(frozen=True)
 class SSMaxConfig:
   """Edifice's build options (embed_dim, hidden_size=256, num_heads=4, num_layers=6, dropout=0.1, window_size=60),
-  then ours: how the output is read, which attention, how n is counted, the SSMax variant, positions."""
+  then ours: how the output is read, which attention, how n is counted, the SSMax variant, positions, precision.
+  Every option is checked here, once; a bad one raises a ValueError naming it, its value and what is accepted."""
   embed_dim: int
   hidden_size: int = 256
   num_heads: int = 4
@@ -545,6 +520,7 @@ class SSMaxConfig:
   rope_fraction: float = 1.0     # < 1: partial RoPE, only that fraction of each head's dimensions rotates
   qk_norm: bool = False          # RMSNorm on each head's q and k before RoPE and scaling
   train_length: int | None = None  # L, the length the model trains at: qwen_logn's log base and llama4's floor scale
+  dtype: str = "float32"         # the projections' and activations' dtype; weights, LayerNorms, softmax, loss: float32
 
   def __post_init__(self):
     for name in ("embed_dim", "hidden_size", "num_heads", "num_layers", "window_size"): check_int(name, getattr(self, name))
@@ -552,36 +528,34 @@ class SSMaxConfig:
       raise ValueError(f"hidden_size={self.hidden_size} must be divisible by num_heads={self.num_heads}")
     check_number("dropout", self.dropout, 0, 1, high_open=True)
     check_number("init_s", self.init_s)
-    for name in ("per_head", "learn_s", "learn_bias"): check_bool(name, getattr(self, name))
+    for name in ("per_head", "learn_s", "learn_bias", "qk_norm"): check_bool(name, getattr(self, name))
     if self.query_block is not None: check_int("query_block", self.query_block)
     check_choice("output_mode", self.output_mode, OUTPUT_MODES)
     check_choice("attention", self.attention, ATTENTIONS)
     check_choice("n_mode", self.n_mode, N_MODES)
     check_choice("positional", self.positional, POSITIONALS)
+    check_choice("dtype", self.dtype, DTYPES)
     if self.positional == "rope" and (self.hidden_size // self.num_heads) % 2:
       raise ValueError(f"positional='rope' needs an even head_dim; hidden_size/num_heads = {self.hidden_size // self.num_heads}")
     check_number("rope_base", self.rope_base, 1, low_open=True)
     check_number("rope_fraction", self.rope_fraction, 0, 1, low_open=True)
-    check_bool("qk_norm", self.qk_norm)
     if self.train_length is not None: check_int("train_length", self.train_length, 2)
     if self.attention in ("qwen_logn", "llama4") and self.train_length is None:
       raise ValueError(f"attention={self.attention!r} needs train_length (the length L the model trains at)")
 
+  def to_dict(self) -> dict:
+    """The fields, as a sweep's cell and a tuned step's signature record them: dtype is left out at float32, its default,
+    because it came after the first sweeps, whose cells are named by a hash of this (ssmax_tiny/sweep.py)."""
+    return {k: v for k, v in asdict(self).items() if not (k == "dtype" and v == "float32")}
+
   @classmethod
   def from_options(cls, **options) -> SSMaxConfig:
-    """Like SSMaxConfig(**options), but an unknown option is a ValueError that lists the accepted ones, and the names of
-    earlier versions (seq_len_mode="window") are translated (n_mode="sequence")."""
-    options = renamed_options(options)
+    """Like SSMaxConfig(**options), but an unknown option is a ValueError that lists the accepted ones."""
     names = [f.name for f in fields(cls)]
     unknown = sorted(set(options) - set(names))
     if unknown: raise ValueError(f"unknown option(s) {', '.join(unknown)}; accepted: {', '.join(names)}")
     if "embed_dim" not in options: raise ValueError("embed_dim is required (the size of each input timestep)")
     return cls(**options)
-
-  def attention_options(self) -> dict:
-    return dict(attention=self.attention, n_mode=self.n_mode, per_head=self.per_head, init_s=self.init_s,
-                learn_s=self.learn_s, learn_bias=self.learn_bias, positional=self.positional, rope_base=self.rope_base,
-                rope_fraction=self.rope_fraction, qk_norm=self.qk_norm, train_length=self.train_length)
 
 
 class _JitCache:
@@ -605,9 +579,8 @@ class SSMaxTransformer:
     # GPT-2's initialisation: every Linear N(0, 0.02) with zero bias (`Linear`); the two projections of each block that
     # write into the residual stream N(0, 0.02 / sqrt(2 L)), so that the stream's variance does not grow with depth
     residual_std = 0.02 / math.sqrt(2 * c.num_layers)
-    self.input_proj = Linear(c.embed_dim, c.hidden_size) if c.embed_dim != c.hidden_size else None
-    self.blocks = [TransformerBlock(c.hidden_size, c.num_heads, c.dropout, residual_std, **c.attention_options())
-                   for _ in range(c.num_layers)]
+    self.input_proj = Linear(c.embed_dim, c.hidden_size, dtype=c.dtype) if c.embed_dim != c.hidden_size else None
+    self.blocks = [TransformerBlock(c, residual_std) for _ in range(c.num_layers)]
     self.ln_f = nn.LayerNorm(c.hidden_size)
     self._jits = _JitCache()
 
@@ -624,22 +597,20 @@ class SSMaxTransformer:
     holds the positions after the start_pos ones already cached, and their keys and values are written into it.
     lengths (B ints, or an int Tensor [B]): each sequence's length in a right-padded batch; padded positions attend to
     nothing and no real position attends to them. weights: a list that receives each layer's attention weights."""
-    h = self.input_proj(x) if self.input_proj is not None else x
+    h = (self.input_proj(x) if self.input_proj is not None else x).float()   # the residual stream: float32 (TransformerBlock)
     lengths = self.check_lengths(lengths, x.shape[0], x.shape[1])
     if lengths is not None and cache is not None: raise ValueError("lengths (padding) is not supported with a KV cache")
     layer_caches = cache.layers if cache is not None else [None] * len(self.blocks)
     query_block = self.query_block(x.shape[0], x.shape[1], start_pos)
     # An eager forward is one schedule, and tinygrad holds each realised attention matrix of a schedule to its end
     # (held_bufs, tinygrad/schedule/__init__.py): one per layer. At inference with large scores, each block's output is
-    # realised before the next block runs, so that one layer's matrix is alive at a time, and host memory freed on the
-    # way goes back to the system (host_memory.py; README, Numerics and memory)
+    # realised before the next block runs, so that one layer's matrix is alive at a time (docs/long-context.md)
     by_layer = query_block is not None and x.shape[0] * self.config.num_heads * x.shape[1] * (start_pos + x.shape[1]) > LAYER_SCORES
-    with host_memory.returned() if by_layer else contextlib.nullcontext():
-      for i, (block, layer_cache) in enumerate(zip(self.blocks, layer_caches)):
-        h = block(h, start_pos, layer_cache, fold_scale, query_block, lengths, weights)
-        if i < len(self.blocks) - 1: h = h.dropout(self.config.dropout)  # between blocks, not after the last
-        if by_layer: h = h.realize()
-      return self.ln_f(h).realize() if by_layer else self.ln_f(h)
+    for i, (block, layer_cache) in enumerate(zip(self.blocks, layer_caches)):
+      h = block(h, start_pos, layer_cache, fold_scale, query_block, lengths, weights)
+      if i < len(self.blocks) - 1: h = h.dropout(self.config.dropout)  # between blocks, not after the last
+      if by_layer: h = h.realize()
+    return self.ln_f(h).realize() if by_layer else self.ln_f(h)
 
   @staticmethod
   def check_lengths(lengths, batch: int, T: int) -> Tensor | None:
@@ -697,12 +668,14 @@ class SSMaxTransformer:
 
 
 class KVCache:
-  """Keys and values of every layer for decoding, preallocated: one [2, B, H, max_len, Hd] Tensor per layer."""
+  """Keys and values of every layer for decoding, preallocated in the model's dtype: one [2, B, H, max_len, Hd] Tensor
+  per layer."""
 
   def __init__(self, model: SSMaxTransformer, batch_size: int, max_len: int):
     check_int("batch_size", batch_size)
     self.max_len = check_int("max_len", max_len)
-    self.layers = [Tensor.zeros(2, batch_size, b.attn.num_heads, max_len, b.attn.head_dim).contiguous().realize() for b in model.blocks]
+    self.layers = [Tensor.zeros(2, batch_size, b.attn.num_heads, max_len, b.attn.head_dim, dtype=model.config.dtype).contiguous().realize()
+                   for b in model.blocks]
 
 
 class Decoder:
@@ -772,6 +745,12 @@ def decode(model: TokenModel | LanguageModel, prompt: np.ndarray, max_new_tokens
     if i < max_new_tokens - 1: h = decoder.step(model.embed(Tensor(tok).reshape(B, 1)))
 
 
+def _embedding(vocab_size: int, width: int) -> nn.Embedding:
+  embed = nn.Embedding(vocab_size, width)
+  embed.weight = drawn(Tensor.normal(vocab_size, width, std=0.02))  # GPT-2's token init
+  return embed
+
+
 class TokenModel:
   """Token embedding -> SSMaxTransformer (output at the last position) -> linear head over num_classes (a task's values)."""
 
@@ -780,19 +759,18 @@ class TokenModel:
     check_int("num_classes", num_classes)
     if config.output_mode != "last": raise ValueError(f"output_mode={config.output_mode!r}: the token model reads 'last'")
     self.config = config
-    self.embed = nn.Embedding(vocab_size, config.embed_dim)
-    self.embed.weight = Tensor.normal(vocab_size, config.embed_dim, std=0.02).contiguous()  # GPT-2's token init
+    self.embed = _embedding(vocab_size, config.embed_dim)
     self.transformer = SSMaxTransformer(config)
-    self.head = Linear(config.hidden_size, num_classes)
+    self.head = Linear(config.hidden_size, num_classes, dtype=config.dtype)
 
   def __call__(self, tokens: Tensor, lengths=None) -> Tensor:
-    return self.head(self.transformer.forward(self.embed(tokens), lengths=lengths))  # (B, T) -> (B, T, E) -> (B, h) -> (B, classes)
+    return self.project(self.transformer.forward(self.embed(tokens), lengths=lengths))  # (B, T) -> (B, T, E) -> (B, h) -> (B, classes)
 
-  def project(self, h: Tensor) -> Tensor: return self.head(h)
+  def project(self, h: Tensor) -> Tensor: return self.head(h).float()
 
   def logits_from(self, h: Tensor, lengths=None) -> Tensor:
     """the transformer's hidden states [B, T, h] (after its final LayerNorm) -> logits [B, classes]"""
-    return self.head(self.transformer.read_out(h, lengths))
+    return self.project(self.transformer.read_out(h, lengths))
 
   def head_options(self) -> dict:
     return dict(kind="classifier", vocab_size=self.embed.weight.shape[0], num_classes=self.head.weight.shape[0])
@@ -819,7 +797,7 @@ class TokenModel:
 class LanguageModel:
   """A next-token model: token embedding -> SSMaxTransformer at every position -> logits over the vocabulary, the head
   tied to the embedding by default (GPT-2, nanoGPT; tying needs embed_dim == hidden_size). Byte-level by default
-  (vocabulary 256). The transformer's output_mode is not used: every position is read."""
+  (vocabulary 256). The transformer's output_mode is not used: every position is read. Logits are float32."""
 
   def __init__(self, config: SSMaxConfig, vocab_size: int = 256, tie_weights: bool = True):
     check_int("vocab_size", vocab_size)
@@ -827,14 +805,15 @@ class LanguageModel:
     if tie_weights and config.embed_dim != config.hidden_size:
       raise ValueError(f"tie_weights=True needs embed_dim == hidden_size; got embed_dim={config.embed_dim}, hidden_size={config.hidden_size}")
     self.config, self.tie_weights = config, tie_weights
-    self.embed = nn.Embedding(vocab_size, config.embed_dim)
-    self.embed.weight = Tensor.normal(vocab_size, config.embed_dim, std=0.02).contiguous()  # GPT-2's token init
+    self.embed = _embedding(vocab_size, config.embed_dim)
     self.transformer = SSMaxTransformer(config)
-    self.head = None if tie_weights else Linear(config.hidden_size, vocab_size)
+    self.head = None if tie_weights else Linear(config.hidden_size, vocab_size, dtype=config.dtype)
 
   def project(self, h: Tensor) -> Tensor:
-    """hidden states [..., h] -> logits [..., vocab]: h @ embed^T when tied, else the head."""
-    return h @ self.embed.weight.T if self.head is None else self.head(h)
+    """hidden states [..., h] -> float32 logits [..., vocab]: h @ embed^T when tied (in config.dtype), else the head."""
+    if self.head is not None: return self.head(h).float()
+    dt = self.config.dtype
+    return (h.cast(dt) @ self.embed.weight.cast(dt).T).float()
 
   def logits_from(self, h: Tensor, lengths=None) -> Tensor: return self.project(h)  # [B, T, h] -> [B, T, vocab]
 
@@ -883,8 +862,8 @@ class LanguageModel:
 
 def with_options(model, **changes):
   """A copy of a token model (TokenModel or LanguageModel) whose transformer config has `changes` (say rope_base for
-  evaluation, attention="qwen_logn" on a softmax model), with the same weights. The changes must not add or remove
-  parameters."""
+  evaluation, attention="qwen_logn" on a softmax model, dtype="bfloat16"), with the same weights. The changes must not
+  add or remove parameters."""
   config = replace(model.config, **changes)
   new = TokenModel(model.embed.weight.shape[0], model.head.weight.shape[0], config) if isinstance(model, TokenModel) else \
       LanguageModel(config, model.embed.weight.shape[0], model.tie_weights)
@@ -892,7 +871,7 @@ def with_options(model, **changes):
   if set(old_state) != set(new_state) or any(old_state[k].shape != new_state[k].shape for k in old_state):
     raise ValueError(f"with_options({', '.join(f'{k}={v!r}' for k, v in changes.items())}) changes the model's parameters; "
                      "only options that keep them (rope_base, rope_fraction, query_block, attention among the ones without "
-                     "parameters, n_mode, train_length) are accepted")
+                     "parameters, n_mode, train_length, dtype) are accepted")
   for k, t in new_state.items(): t.assign(old_state[k]).realize()
   return new
 
@@ -919,5 +898,7 @@ def layer(init_s: float = 1.0, **options) -> SSMax:
 
 
 def build_ssmax_attention(hidden_size: int, num_heads: int = 4, **options) -> SSMaxAttention:
-  """Edifice's `build_ssmax_attention`: causal multi-head attention with SSMax instead of softmax."""
-  return SSMaxAttention(hidden_size, num_heads, **renamed_options(options))
+  """Edifice's `build_ssmax_attention`: causal multi-head attention with SSMax instead of softmax. options are
+  SSMaxConfig's attention options (attention, n_mode, per_head, init_s, learn_s, learn_bias, positional, rope_base,
+  rope_fraction, qk_norm, train_length, dtype)."""
+  return SSMaxAttention(SSMaxConfig.from_options(embed_dim=hidden_size, hidden_size=hidden_size, num_heads=num_heads, **options))

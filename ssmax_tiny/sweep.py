@@ -127,6 +127,9 @@ def _ray_cell(experiment, cell: dict, out: str) -> dict:
   """A Ray task: the cell, then tinygrad's pool of compile workers shut down. Left open, that pool keeps a Ray worker
   from exiting after its one call, and the worker outlives the cluster as a stray ray::IDLE process."""
   from tinygrad.engine.worker import terminate_worker_pool
+
+  from ssmax_tiny import pocl
+  pocl.use()
   try:
     return run_cell(experiment, cell, out)
   finally:
@@ -141,7 +144,7 @@ def _ray(experiment, todo: dict[str, dict], out: Path, address: str, cpus: float
   started = not ray.is_initialized()
   if started:
     # the device choice travels with each task (a cluster's workers start from `ray start`'s environment, not ours)
-    env = {k: os.environ[k] for k in ("DEV", "BEAM", "JITBEAM") if k in os.environ}
+    env = {k: os.environ[k] for k in ("DEV", "BEAM", "JITBEAM", "SSMAX_TINY_POCL") if k in os.environ}
     ray.init(address=address, runtime_env={"env_vars": env} if env else None, log_to_driver=False,
              **({"include_dashboard": False} if address == "local" else {}))
   try:
@@ -226,6 +229,8 @@ def describe(cell: dict) -> str:
 
 def main(argv: list[str]) -> int:
   """A pool's child: python -m ssmax_tiny.sweep MODULE:FUNCTION CELL.json OUT RESULT.json."""
+  from ssmax_tiny import pocl
+  pocl.use()   # the kit, where the parent's switch (SSMAX_TINY_POCL=1, in the environment it passed down) asks for it
   experiment, cell_path, out, result_path = argv
   result = run_cell(_import(experiment), json.loads(Path(cell_path).read_text()), out)
   atomic_write_text(Path(result_path), json.dumps(result))

@@ -8,6 +8,8 @@
   are written into buffers kept from the first step, not made anew each step (Trainer._input).
 - Determinism: weights from Tensor.manual_seed(seed), each batch from numpy's generator keyed by (seed, step), dropout
   from tinygrad's counter-based RNG whose counter is saved in checkpoints. Same seed, same losses, to the last bit.
+- Mixed precision is the model's (SSMaxConfig.dtype): parameters, gradients, the optimizer's state and checkpoints stay
+  float32. bfloat16 has float32's range and trains as it is; float16 would need loss scaling, and is refused here.
 """
 from __future__ import annotations
 
@@ -21,14 +23,11 @@ from tinygrad.device import Buffer
 from tinygrad.nn.state import get_parameters, get_state_dict
 from tqdm.auto import tqdm
 
-from ssmax_tiny import checkpoint, cl_graph, cl_vectorize, tuning
-from ssmax_tiny.checks import check_bool, check_int, check_number, translate_renamed
+from ssmax_tiny import checkpoint, pocl
+from ssmax_tiny.checks import check_bool, check_int, check_number
 from ssmax_tiny.model import LanguageModel, SSMaxConfig, TokenModel
 from ssmax_tiny.tasks import RetrievalTask, batch_rng
 from ssmax_tiny.text import TextTask
-
-# names of earlier versions, still accepted by TrainConfig.from_dict (and so by old checkpoints)
-_RENAMED_TRAIN_OPTIONS = {"window": ("train_length", None)}
 
 
 @dataclass(frozen=True)
@@ -58,9 +57,7 @@ class TrainConfig:
 
   @classmethod
   def from_dict(cls, d: dict) -> TrainConfig:
-    """Like TrainConfig(**d), but an unknown option is a ValueError that lists the accepted ones, and the names of
-    earlier versions (window) are translated (train_length)."""
-    d = translate_renamed(d, _RENAMED_TRAIN_OPTIONS)
+    """Like TrainConfig(**d), but an unknown option is a ValueError that lists the accepted ones."""
     unknown = sorted(set(d) - {f.name for f in fields(cls)})
     if unknown: raise ValueError(f"unknown training option(s) {', '.join(unknown)}; accepted: {', '.join(f.name for f in fields(cls))}")
     if "betas" in d: d["betas"] = tuple(d["betas"])
@@ -119,6 +116,10 @@ class Trainer:
   and tinygrad reduces the gradients across devices when the replicated parameters' gradients are formed."""
 
   def __init__(self, model: TokenModel | LanguageModel, task: RetrievalTask | TextTask, config: TrainConfig, devices=None):
+    if model.config.dtype == "float16":
+      raise ValueError("dtype='float16' trains only with loss scaling, which Trainer does not do: float16's smallest normal "
+                       "number, 6e-5, would flush small gradients to zero. Train in 'bfloat16' (float32's range) or "
+                       "'float32'; float16 is for inference (with_options(model, dtype='float16'))")
     self.model, self.task, self.config = model, task, config
     self.devices = parse_devices(devices)
     if self.devices is not None and config.batch_size % len(self.devices):
@@ -130,15 +131,8 @@ class Trainer:
     self.step = 0
     self.losses: list[float] = []
     self.rng = DropoutRNG(config.seed, self.devices or (Device.DEFAULT,))
-    cl_graph.install(self.devices)   # on OpenCL, the step's kernels launch from one loop (cl_graph.py)
-    cl_vectorize.install(self.devices)   # and float arithmetic runs on vectors, loads and stores on float8s (cl_vectorize.py)
     self._jit = TinyJit(self._train_step)
-    # kernels that `make tune` searched for exactly this step are read back from tinygrad's cache (tuning.py)
-    self.signature = tuning.step_signature(model.config, model.head_options(), config,
-                                           ",".join(self.devices) if self.devices else Device.DEFAULT)
-    self.tuned = None if config.checkpoint else tuning.tuned_beam(self.signature)
-    self.tuned_kernels: dict | None = None   # after the capture of a tuned step: {"hits": kernels read from the cache, "misses": ...}
-    self.search_min_work: int | None = None  # tuning.search sets it: BEAM searches the kernels this large that the cache lacks
+    self.capture_notes: dict | None = None   # what the OpenCL-on-CPU kit did at the capture, where it is installed
     self._inputs: dict[str, tuple] = {}      # the step's input buffers on one device, with their shape and dtype (_input)
 
   def _train_step(self, tokens: Tensor, targets: Tensor, lr: Tensor) -> tuple[Tensor, Tensor]:
@@ -196,11 +190,8 @@ class Trainer:
     with Context(TRAINING=1), self.rng:
       # checkpointing realises block by block, which a TinyJit cannot capture as one step: it runs eagerly
       if self.config.checkpoint: loss, _ = self._train_step(tokens, targets, lr)
-      elif self.tuned and self._jit.cnt == 1:
-        # the capture compiles each kernel with the searched choice from tinygrad's cache, as JITBEAM=n would, or, where the
-        # cache lacks a kernel, with the heuristics, never a search (tuning.cached_beam); `make tune` searches the large ones
-        with tuning.cached_beam(self.tuned, self.search_min_work) as self.tuned_kernels:
-          loss, _ = self._jit(tokens, targets, lr)
+      elif self._jit.cnt == 1:   # the capture: where the OpenCL-on-CPU kit is installed, it reads make tune's kernels here
+        with pocl.capturing(self) as self.capture_notes: loss, _ = self._jit(tokens, targets, lr)
       else: loss, _ = self._jit(tokens, targets, lr)
     self.losses.append(float(loss.item()))
     self.step += 1
@@ -311,9 +302,7 @@ def assign_checked(own: dict[str, Tensor], loaded: dict[str, Tensor], what: str)
 
 def build_token_model(task: RetrievalTask, model_config: SSMaxConfig, seed: int) -> TokenModel:
   Tensor.manual_seed(seed)
-  model = TokenModel(task.vocab_size, task.num_classes, model_config)
-  Tensor.realize(*get_parameters(model))
-  return model
+  return TokenModel(task.vocab_size, task.num_classes, model_config)
 
 
 def evaluate(model: TokenModel, task: RetrievalTask, lengths: list[int], num_samples: int = 256, seed: int = 10_000,
@@ -335,17 +324,6 @@ def evaluate(model: TokenModel, task: RetrievalTask, lengths: list[int], num_sam
 def save_checkpoint(trainer: Trainer, path) -> str:
   tensors, meta = trainer.state()
   return str(checkpoint.save(path, tensors, meta))
-
-
-# tensor names of earlier versions: the token model's transformer was called `body`
-_RENAMED_TENSORS = {"model.body.": "model.transformer."}
-
-
-def _load(path) -> tuple[dict[str, Tensor], dict]:
-  tensors, meta = checkpoint.load(path)
-  for old, new in _RENAMED_TENSORS.items():
-    tensors = {(new + k[len(old):] if k.startswith(old) else k): v for k, v in tensors.items()}
-  return tensors, meta
 
 
 def task_from_dict(d: dict) -> RetrievalTask | TextTask:
@@ -370,7 +348,7 @@ def _configs(meta: dict) -> tuple[SSMaxConfig, RetrievalTask | TextTask, TrainCo
 def load_trainer(path, steps: int | None = None, devices=None) -> Trainer:
   """Rebuild model, optimizer and RNG from a checkpoint; train() then continues exactly where the run stopped.
   `steps` raises the run's total step count (the learning-rate schedule is defined by it, so it changes the run)."""
-  tensors, meta = _load(path)
+  tensors, meta = checkpoint.load(path)
   model_config, task, config, head = _configs(meta)
   if steps is not None: config = TrainConfig.from_dict({**asdict(config), "steps": steps})
   model = model_from(head, model_config)
@@ -381,7 +359,7 @@ def load_trainer(path, steps: int | None = None, devices=None) -> Trainer:
 
 def load_token_model(path) -> tuple[TokenModel | LanguageModel, RetrievalTask | TextTask, dict]:
   """The trained model of a checkpoint (no optimizer), its task and the checkpoint's meta."""
-  tensors, meta = _load(path)
+  tensors, meta = checkpoint.load(path)
   model_config, task, _, head = _configs(meta)
   model = model_from(head, model_config)
   own = {f"model.{k}": v for k, v in get_state_dict(model).items()}

@@ -7,11 +7,11 @@ from tinygrad import Tensor
 
 sys.path.insert(0, str(Path(__file__).parent))  # tests/reference.py, the float64 numpy reference
 
-# on the OpenCL device the model's kernels are tested as a Trainer renders them: float arithmetic on vectors
-# (ssmax_tiny/cl_vectorize.py; a no-op on other devices)
-from ssmax_tiny import cl_vectorize  # noqa: E402
+# SSMAX_TINY_POCL=1 runs the suite with the OpenCL-on-CPU kit installed (ssmax_tiny/pocl; it installs only where the device
+# is OpenCL on a CPU, and make test's CL run runs the core tests both ways); otherwise plain tinygrad
+from ssmax_tiny import pocl  # noqa: E402
 
-cl_vectorize.install()
+pocl.use()
 
 
 @pytest.fixture(autouse=True)

@@ -18,7 +18,8 @@ def _models():
   yield "lm", build_lm(st.SSMaxConfig(**{**{**config.__dict__, "embed_dim": 16}, "output_mode": "all"}), 0), TextTask(passkey_rate=0.0)
 
 
-@pytest.mark.parametrize("kind,answer_weight", [pytest.param("classifier", 0.0, marks=pytest.mark.slow), ("lm", 0.0), ("lm", 2.0)])
+@pytest.mark.parametrize("kind,answer_weight", [pytest.param("classifier", 0.0, marks=pytest.mark.slow), ("lm", 0.0),
+                                                       pytest.param("lm", 2.0, marks=pytest.mark.slow)])
 def test_checkpointed_gradients_equal_the_ordinary_backward(kind, answer_weight):
   _, model, task = next(m for m in _models() if m[0] == kind)
   tokens, targets = (Tensor(a) for a in task.batch(np.random.default_rng(0), 2, 12))

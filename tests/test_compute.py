@@ -8,6 +8,8 @@ from tinygrad import Tensor
 
 from ssmax_tiny import SSMax, compute
 
+pytestmark = pytest.mark.fast  # the edit-run loop: make test-fast
+
 # float32 softmax of O(1..10) logits: relative error a few ulp of exp and of the sum, ~1e-6; 1e-5 leaves margin
 TOL = 1e-5
 

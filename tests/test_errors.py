@@ -6,6 +6,8 @@ from tinygrad import Tensor
 
 import ssmax_tiny as st
 
+pytestmark = pytest.mark.fast  # the edit-run loop: make test-fast
+
 
 @pytest.mark.parametrize("opts, words", [
   (dict(hidden_size=250, num_heads=4), ["hidden_size=250", "num_heads=4", "divisible"]),
@@ -19,8 +21,8 @@ import ssmax_tiny as st
   (dict(output_mode="first"), ["output_mode='first'", "'last'", "'all'", "'mean'"]),
   (dict(attention="linear"), ["attention='linear'", "'ssmax'", "'softmax'"]),
   (dict(n_mode="col"), ["n_mode='col'", "'row'", "'sequence'"]),
-  (dict(seq_len_mode="col"), ["seq_len_mode='col'", "now n_mode", "'row'", "'window'"]),
-  (dict(n_mode="row", seq_len_mode="row"), ["seq_len_mode is the old name of n_mode"]),
+  (dict(seq_len_mode="window"), ["seq_len_mode", "accepted", "n_mode"]),
+  (dict(dtype="float64"), ["dtype='float64'", "'float32'", "'bfloat16'", "'float16'"]),
   (dict(positional="alibi"), ["positional='alibi'", "'none'", "'rope'"]),
   (dict(hidden_size=12, num_heads=4, positional="rope"), ["rope", "head_dim", "3"]),
   (dict(per_head="yes"), ["per_head='yes'", "True or False"]),

@@ -29,7 +29,8 @@ def _step(run: Path) -> int:
     return -1
 
 
-@pytest.mark.parametrize("sig", [pytest.param(signal.SIGKILL, marks=pytest.mark.slow), signal.SIGINT])
+@pytest.mark.slow   # 30 s each; make test keeps the atomic-save tests (test_train.py)
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
 def test_killed_run_leaves_a_loadable_checkpoint_and_resumes(tmp_path, sig):
   run = tmp_path / "run"
   proc = subprocess.Popen([sys.executable, "-m", "ssmax_tiny", "train", "--steps", "100000", "--ckpt-every", "1", "--out", str(run), *SMALL],
@@ -149,15 +150,3 @@ def test_safetensors_that_pass_the_hash_but_are_not_safetensors(tmp_path):
                                                         sha256=hashlib.sha256(garbage).hexdigest(), model={})))
   with pytest.raises(checkpoint.CheckpointError, match="not a readable safetensors file"):
     checkpoint.load(run)
-
-
-
-def test_old_option_names_are_translated_with_a_note(capsys):
-  from ssmax_tiny.cli import build_parser
-  args = build_parser().parse_args(["train", "--window", "12", "--seq-len-mode", "window", "--out", "x"])
-  assert args.train_length == 12 and args.n_mode == "sequence"
-  err = capsys.readouterr().err
-  assert "--window is now --train-length" in err and "--seq-len-mode is now --n-mode; using --n-mode sequence" in err
-  with pytest.raises(SystemExit):
-    build_parser().parse_args(["train", "--seq-len-mode", "col", "--out", "x"])
-  assert "'col' is not one of row, window" in capsys.readouterr().err

@@ -108,6 +108,7 @@ def test_tied_head_needs_equal_widths_and_shares_the_embedding():
   assert "head.weight" in get_state_dict(st.LanguageModel(st.SSMaxConfig(**{**LM, "embed_dim": 8}), tie_weights=False))
 
 
+@pytest.mark.slow   # make test keeps the token model's (test_train.py)
 def test_lm_overfits_one_batch():
   model = build_lm(st.SSMaxConfig(**LM), seed=0)
   task = TextTask(passkey_rate=0.0)
@@ -184,6 +185,7 @@ def test_partial_rope_fraction_rotates_the_frequencies_that_turn_within_the_trai
   assert "--rope-fraction 0.5 sets the p-rope cells' fraction" in capsys.readouterr().err
 
 
+@pytest.mark.slow   # make test keeps the token model's (test_train.py)
 def test_lm_resume_equals_an_uninterrupted_run(tmp_path):
   config, train = st.SSMaxConfig(**{**LM, "dropout": 0.1}), TrainConfig(steps=6, batch_size=2, train_length=16, warmup=2)
   task = TextTask()

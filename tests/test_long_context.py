@@ -122,6 +122,7 @@ def _peak(*args):
   return r, r["peak_rss_mib"] - r["rss_before_forward_mib"]
 
 
+@pytest.mark.slow
 def test_blocked_forward_needs_less_memory_than_the_materialised_one():
   # measured on the CPU device, whose buffers live in this process (PoCL also compiles in-process, which adds noise):
   # T = 4096, 2 heads, 2 layers, one attention matrix 128 MiB. Materialised: one matrix per layer plus one (~400 MiB);
@@ -134,14 +135,14 @@ def test_blocked_forward_needs_less_memory_than_the_materialised_one():
 
 HOST_MEMORY = """
 import ctypes
-from ssmax_tiny import host_memory
+from ssmax_tiny.pocl import memory
 libc = ctypes.CDLL(None); libc.malloc.restype = ctypes.c_void_p; libc.free.argtypes = [ctypes.c_void_p]
 def rss(): return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmRSS")) / 1024
 def touch_and_free(mib):
   p = libc.malloc(mib << 20); ctypes.memset(p, 1, mib << 20); libc.free(p)
 touch_and_free(24)   # a mapped block freed: glibc raises its mmap threshold to 24 MiB
 r0 = rss(); touch_and_free(8); kept = rss() - r0
-with host_memory.returned():
+with memory.returned():
   r1 = rss(); touch_and_free(8); kept_inside = rss() - r1
 print(kept, kept_inside)
 """
@@ -149,7 +150,7 @@ print(kept, kept_inside)
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists() or platform.libc_ver()[0] != "glibc", reason="glibc on Linux")
 def test_host_memory_freed_inside_returned_goes_back_to_the_system():
-  # what PoCL's buffers go through (host_memory.py): after a large block is freed, glibc keeps blocks up to that size in
+  # what PoCL's buffers go through (ssmax_tiny/pocl/memory.py): after a large block is freed, glibc keeps blocks up to that size in
   # its heap when they are freed; inside returned() they are unmapped at once. In a fresh process, so the heap is known
   env = {k: v for k, v in os.environ.items() if k != "MALLOC_MMAP_THRESHOLD_"}
   out = subprocess.run([sys.executable, "-c", HOST_MEMORY], capture_output=True, text=True, timeout=60, env=env)

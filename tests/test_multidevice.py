@@ -22,7 +22,8 @@ def _trainer(devices, steps=4, dropout=0.0, positional="none"):
   return Trainer(build_token_model(TASK, mc, 0), TASK, tc, devices=devices)
 
 
-@pytest.mark.parametrize("positional", ["none", "rope"])  # RoPE's tables must follow the batch onto its devices
+# RoPE's tables must follow the batch onto its devices
+@pytest.mark.parametrize("positional", ["none", pytest.param("rope", marks=pytest.mark.slow)])
 def test_two_cpu_devices_give_the_loss_and_gradients_of_one(positional):
   one, two = _trainer(None, positional=positional), _trainer("CPU:0,CPU:1", positional=positional)
   assert two.devices == ("CPU", "CPU:1")
@@ -39,6 +40,7 @@ def test_two_cpu_devices_give_the_loss_and_gradients_of_one(positional):
   assert max(np.abs(a).max() for a in g1) > 1e-3, "gradients are all ~0: the comparison would prove nothing"
 
 
+@pytest.mark.slow
 def test_two_device_training_matches_one_device():
   one, two = _trainer(None), _trainer("CPU:0,CPU:1")
   l1, l2 = one.train(progress=False), two.train(progress=False)
@@ -47,6 +49,7 @@ def test_two_device_training_matches_one_device():
   for k in p1: np.testing.assert_allclose(p1[k].numpy(), p2[k].numpy(), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_two_device_checkpoint_resumes(tmp_path):
   straight = _trainer("CPU:0,CPU:1", dropout=0.1)
   straight.train(progress=False)

@@ -67,6 +67,7 @@ def test_in_process_sweep_records_each_cell(in_process):
   assert {k: v["result"] for k, v in load_state(out).items()} == {key(c): r for c, r in zip(grid(), sweep["results"])}
 
 
+@pytest.mark.slow   # each cell a fresh process: 20 s; make test keeps the in-process runner
 def test_a_pool_of_processes_gives_identical_results_and_a_failing_cell_fails_alone(in_process, tmp_path):
   sweep = run_sweep(demo.run_cell, grid() + [bad_cell()], tmp_path, jobs=2, progress=False)
   assert measured(sweep)[:2] == measured(in_process[1])
@@ -75,6 +76,7 @@ def test_a_pool_of_processes_gives_identical_results_and_a_failing_cell_fails_al
   assert set(load_state(tmp_path)) == {key(c) for c in grid()}  # the failed cell is not stored: the next run tries it again
 
 
+@pytest.mark.slow   # a local Ray instance: 70 s
 def test_ray_gives_identical_results_and_a_failing_cell_fails_alone(in_process, tmp_path):
   pytest.importorskip("ray", reason="Ray is the optional extra 'ray' (make test installs it)")
   before = ray_processes()

@@ -97,21 +97,6 @@ def test_checkpoint_files_get_the_ordinary_file_mode(tmp_path):
   assert stat.S_IMODE(jp.stat().st_mode) == 0o644 and stat.S_IMODE(weights.stat().st_mode) == 0o644
 
 
-def test_checkpoint_written_with_the_old_names_still_loads(tmp_path):
-  # before the rename: TokenModel.body (now .transformer), seq_len_mode="window" (n_mode="sequence"), TrainConfig.window
-  trainer = _trainer(n_mode="sequence")
-  trainer.train(until=2, progress=False)
-  tensors, meta = trainer.state()
-  tensors = {k.replace("model.transformer.", "model.body."): v for k, v in tensors.items()}
-  meta["model"]["seq_len_mode"] = {"sequence": "window"}[meta["model"].pop("n_mode")]
-  meta["train"]["window"] = meta["train"].pop("train_length")
-  checkpoint.save(tmp_path / "old", tensors, meta)
-  resumed = load_trainer(tmp_path / "old")
-  assert resumed.model.config.n_mode == "sequence" and resumed.config.train_length == 12 and resumed.step == 2
-  ps, pr = _params(trainer), _params(resumed)
-  for k in ps: np.testing.assert_array_equal(ps[k], pr[k])
-
-
 def test_resume_equals_an_uninterrupted_run(tmp_path):
   straight = _trainer(seed=1)
   straight.train(progress=False)
@@ -216,12 +201,18 @@ def test_cli_train_eval_resume_smoke(tmp_path, capsys):  # the demo command: tes
   assert rc == 2 and "no checkpoint at" in err
 
 
-def test_cli_lm_and_lm_compare_smoke(tmp_path, capsys):
+@pytest.mark.slow   # 30 s; make test runs train, eval and resume through the command line (above)
+def test_cli_lm_smoke(tmp_path, capsys):
   run = _in_process(capsys)
   rc, stdout, err = run("lm", "--steps", "2", "--batch-size", "2", "--train-length", "72", "--factor", "2", "--hidden", "16", "--heads", "2",
                         "--sample", "8", "--no-progress", "--out", str(tmp_path / "lm"))
   assert rc == 0 and "degradation" in stdout and "sample (temperature 0.8): The pass key is" in stdout, err
   assert set(json.loads((tmp_path / "lm" / "eval.json").read_text())["buckets"]) == {"[0,36)", "[36,72)", "[72,144)"}
+
+
+@pytest.mark.slow   # 30 s; make test runs the demo's grid through the command line (test_sweep.py)
+def test_cli_lm_compare_smoke(tmp_path, capsys):
+  run = _in_process(capsys)
   rc, stdout, err = run("lm-compare", "--attentions", "ssmax", "--positionals", "none", "--seeds", "0", "--steps", "2", "--batch-size", "2",
                         "--train-length", "72", "--factor", "2", "--windows", "2", "--samples", "1", "--hidden", "16", "--heads", "2",
                         "--no-progress", "--out", str(tmp_path / "cmp"))

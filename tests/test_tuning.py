@@ -1,5 +1,6 @@
-"""Tuned kernels in everyday use (ssmax_tiny/tuning.py): a step that `make tune` searched is recognised and read back from
-tinygrad's cache without a new search; any other step keeps the heuristics and never starts a search."""
+"""Tuned kernels in everyday use (ssmax_tiny/pocl/tuning.py, part of the OpenCL-on-CPU kit): a step that `make tune`
+searched is recognised and read back from tinygrad's cache without a new search; any other step keeps the heuristics and
+never starts a search. The search itself runs on the CL device with the kit, in a fresh process."""
 import json
 import os
 import subprocess
@@ -8,12 +9,15 @@ import textwrap
 from dataclasses import replace
 
 import pytest
+from tinygrad import Device
 
-from ssmax_tiny import demo, lm, tuning
+from ssmax_tiny import demo, lm
 from ssmax_tiny.model import SSMaxConfig
+from ssmax_tiny.pocl import tuning, vectorize
 from ssmax_tiny.text import TextTask
 from ssmax_tiny.train import TrainConfig
 
+ON_CL_CPU = Device.DEFAULT.split(":")[0] == "CL" and vectorize.on_cpu(Device.DEFAULT)
 MODEL = SSMaxConfig(embed_dim=16, hidden_size=16, num_heads=2, num_layers=1, dropout=0.0, window_size=16, positional="rope")
 TRAIN = TrainConfig(steps=3, batch_size=2, train_length=16, lr=3e-3, warmup=1)
 
@@ -35,7 +39,9 @@ def test_signature_keeps_what_changes_the_kernels_only():
 SCRIPT = textwrap.dedent("""
   import json, sys
   import tinygrad.codegen.opt.search as search
-  from ssmax_tiny import lm, tuning
+  from ssmax_tiny import lm, pocl
+  from ssmax_tiny.pocl import tuning
+  pocl.install()
   from ssmax_tiny.model import SSMaxConfig
   from ssmax_tiny.text import TextTask
   from ssmax_tiny.train import TrainConfig
@@ -64,8 +70,8 @@ SCRIPT = textwrap.dedent("""
   def plain():
     t = lm.cell_trainer(cells[0])
     losses = [t.train_step() for _ in range(3)]
-    return dict(tuned=t.tuned, summary=tuning.summary([t.signature]), losses=losses, timed=len(timed), looked=len(looked),
-                kernels=t.tuned_kernels)
+    return dict(tuned=t.capture_notes["tuned"], summary=tuning.summary([tuning.trainer_signature(t)]), losses=losses, timed=len(timed),
+                looked=len(looked), kernels=t.capture_notes)
   out = dict(before=plain())
   if sys.argv[1] == "search":
     tuning.SEARCH_MIN_WORK = 1 << 15           # this model's kernels are all small: search its few largest
@@ -82,7 +88,7 @@ SCRIPT = textwrap.dedent("""
 def run(tmp_path, what: str) -> dict:
   # a narrow, one-round search (no upcasts or local sizes past 1, stop after the first round) keeps the test short:
   # what is tested is that the searched kernels are found again, not how good they are
-  env = {**os.environ, "DEV": "CPU", "CACHEDB": str(tmp_path / "cache.db"), "BEAM_UPCAST_MAX": "2", "BEAM_LOCAL_MAX": "1",
+  env = {**os.environ, "DEV": "CL", "CACHEDB": str(tmp_path / "cache.db"), "BEAM_UPCAST_MAX": "2", "BEAM_LOCAL_MAX": "1",
          "BEAM_MIN_PROGRESS": "1e9"}
   env.pop("JITBEAM", None); env.pop("BEAM", None)
   proc = subprocess.run([sys.executable, "-c", SCRIPT, what], env=env, capture_output=True, text=True, timeout=600)
@@ -90,13 +96,15 @@ def run(tmp_path, what: str) -> dict:
   return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow   # a BEAM search: a minute
+@pytest.mark.skipif(not ON_CL_CPU, reason="make tune is part of the OpenCL-on-CPU kit (DEV=CL on a CPU)")
 def test_a_searched_step_is_used_without_searching_again(tmp_path):
   first = run(tmp_path, "search")
   plain = first["before"]                               # nothing recorded yet: heuristics, and no search
   assert plain["tuned"] is None and plain["looked"] == 0 and "heuristics" in plain["summary"]
   assert first["searched"] == 1 and first["timed"] > 0  # compare(tune=1): one step, its candidates timed
   assert first["guarded"] > 0                           # and each searched kernel's choice against the heuristics'
-  assert first["after"]["tuned"] == 1 and "1 of 1" in first["after"]["summary"]
+  assert first["after"]["tuned"] == 1 and "for 1 of 1" in first["after"]["summary"]
   later = run(tmp_path, "plain")
   again = later["before"]                               # a later run: the searched kernels read from the cache, no search
   assert again["tuned"] == 1 and again["looked"] > 0 and again["timed"] == 0 and again["kernels"]["hits"] > 0
@@ -117,12 +125,13 @@ def test_record_and_lookup(tmp_path, monkeypatch):
   assert tuning.tuned_beam("sig") == 2 and tuning.tuned_beam("other") is None
   tuning.record_tuned("sig", 1)                          # searched again: replaced, not duplicated
   assert tuning.tuned_beam("sig") == 1 and len(json.loads(tuning.record_path().read_text())) == 1
-  monkeypatch.setenv("SSMAX_TINY_TUNED", "0")            # the user's switch
-  assert tuning.tuned_beam("sig") is None
 
 
-def test_tuning_refuses_bad_widths():
+def test_tuning_refuses_bad_widths_and_a_trainer_without_the_kit():
   with pytest.raises(ValueError, match="beam"): tuning.search(None, 0)
+  trainer = lm.cell_trainer(lm.lm_cells(MODEL, TRAIN, task=TextTask(), attentions=("softmax",), positionals=("rope",), seeds=(0,))[0])
+  if not ON_CL_CPU:
+    with pytest.raises(ValueError, match="part of the OpenCL-on-CPU kit"): tuning.search(trainer, 1)
 
 
 def test_the_faster_of_beams_choice_and_the_heuristics_is_kept(monkeypatch):

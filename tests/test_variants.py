@@ -34,14 +34,24 @@ def _model(**opts):
   return model
 
 
-@pytest.mark.parametrize("opts", VARIANTS, ids=_id)
-def test_variant_matches_its_float64_formula_in_every_path(opts):
+def _expected(opts):
   model = _model(**opts)
   x = Tensor.randn(2, 13, 8).realize()
   params = {k: v.numpy() for k, v in get_state_dict(model).items()}
-  expected = ref.model(x.numpy(), params, asdict(model.config))
+  return model, x, params, ref.model(x.numpy(), params, asdict(model.config))
+
+
+@pytest.mark.fast
+@pytest.mark.parametrize("opts", VARIANTS, ids=_id)
+def test_variant_matches_its_float64_formula(opts):
+  model, x, _, expected = _expected(opts)
   np.testing.assert_allclose(model.forward(x).numpy(), expected, atol=TOL)                   # folded into q
   np.testing.assert_allclose(model.forward(x, fold_scale=False).numpy(), expected, atol=TOL)  # explicit weights
+
+
+@pytest.mark.parametrize("opts", VARIANTS, ids=_id)
+def test_variant_matches_its_float64_formula_in_blocks_and_decoding(opts):
+  model, x, params, expected = _expected(opts)
   blocked = _model(query_block=5, **opts)  # 13 queries in blocks of 5 (not a divisor), each block with its own keys
   for k, t in get_state_dict(blocked).items(): t.assign(Tensor(params[k])).realize()
   np.testing.assert_allclose(blocked.forward(x).numpy(), expected, atol=TOL)
@@ -51,6 +61,7 @@ def test_variant_matches_its_float64_formula_in_every_path(opts):
   np.testing.assert_allclose(np.concatenate(got, 1), expected, atol=TOL)
 
 
+@pytest.mark.fast
 def test_variant_scales_against_their_formulas():
   n = np.arange(1, 40)
   np.testing.assert_allclose(qwen_logn_scale(Tensor(n.reshape(-1, 1)), 8).numpy().ravel(), ref.qwen_logn(n, 8), rtol=1e-6)
@@ -63,6 +74,7 @@ def test_variant_scales_against_their_formulas():
   np.testing.assert_allclose(got.numpy(), ref.scale_invariant(S, -t + 8), atol=1e-5)  # t = q_pos - k_pos
 
 
+@pytest.mark.fast
 def test_variant_options_are_checked():
   with pytest.raises(ValueError, match="attention='qwen_logn' needs train_length"): st.build(8, **TINY, attention="qwen_logn")
   with pytest.raises(ValueError, match=r"rope_fraction=0 must be a finite number in \(0, 1\]"): st.build(8, **TINY, rope_fraction=0)

@@ -4,10 +4,10 @@ PoCL (tinygrad's CL device on a CPU) allocates each buffer with malloc. After a 
 mmap threshold to that block's size (up to 32 MiB, DEFAULT_MMAP_THRESHOLD_MAX on 64-bit), and later blocks of up to
 that size come from its heap. Blocks whose size keeps changing, as in blocked attention (each query block sees more
 keys), fragment the heap, and glibc gives none of it back: make lm's model held 1.6 GiB after two forward passes at
-T = 8192 instead of 0.27 (README, Long context). Inside `returned()` the threshold is fixed at glibc's initial 128 KiB,
+T = 8192 instead of 0.27. Inside `returned()` the threshold is fixed at glibc's initial 128 KiB,
 so large blocks are mapped and unmapped; on leaving, it is set to 32 MiB (where glibc's own adjustment ends after such
 blocks) and the heap is trimmed. Not for the whole process: PyTorch's CPU tensors also come from malloc, and with a
-128 KiB threshold its training step took 1.8x as long (bench/lm_step.py runs it in a process that imports ssmax_tiny).
+128 KiB threshold its training step took 1.8x as long (bench/lm_step.py runs both in one process).
 tinygrad's CPU device maps its buffers itself (tinygrad/runtime/ops_cpu.py) and never needed this.
 """
 import contextlib

@@ -1,20 +1,16 @@
 """Tuned kernels in everyday use: `make tune` searches a training step's kernels once, and later runs of that step use them.
 
 tinygrad's BEAM search (tinygrad/codegen/opt/search.py `beam_search`) times candidate schedules for each kernel and
-keeps the fastest in tinygrad's cache (cache.db, `CACHEDB`, tinygrad/helpers.py), keyed by the kernel, the device and
-the search width. A later run with the same kernels and BEAM=n reads them back without searching; a run without BEAM
-uses the hand-written heuristics and never looks. So a user would have to know to set JITBEAM=n, and for which shapes:
-with a new shape, BEAM=n searches again, for minutes.
+keeps the fastest in tinygrad's cache (cache.db, `CACHEDB`), keyed by kernel, device and search width. A later run reads
+them back only under BEAM=n or JITBEAM=n, and then searches any kernel the cache lacks, for minutes on a CPU.
 
-Here `make tune` (the `--tune-kernels` option of `lm-compare` and `demo`: `tune_cells` below) searches the large
-kernels of each distinct training step of a grid and records, beside tinygrad's cache, which steps it searched: the
-step's signature (device, tinygrad's version, the model's config and head, the batch shape and the optimizer's
-constants: what the step's kernels are made of) and the width n. A `train.Trainer` whose step has a recorded signature captures its
-TinyJit under BEAM=n, which is what JITBEAM=n does (tinygrad/engine/jit.py `jit_lower`), and says so; any other step
-keeps the heuristics. No run starts a search it did not ask for: under `cached_beam` a kernel missing from the cache
-(the model's code was edited since the search, say) gets the heuristics, not a search. SSMAX_TINY_TUNED=0 turns the
-lookup off. Each searched kernel's choice is timed against the heuristics' and the faster is kept (`lowering`): so
-make tune's step is never built from kernels the search only thought faster.
+Here `make tune` (`--tune-kernels` of `lm-compare` and `demo`: `tune_cells`) searches the large kernels of each distinct
+training step of a grid and records beside tinygrad's cache the step's signature (device, tinygrad's version, model
+config and head, batch shape, optimizer constants) and the width. With the kit installed, a Trainer whose step has a
+recorded signature captures its TinyJit under BEAM=n, as JITBEAM=n would (`capturing`); a kernel missing from the cache
+(the model was edited since) gets tinygrad's heuristics, never a search (`lowering`). Each searched kernel's choice is
+timed against the heuristics' and the faster kept (`faster_of`), since BEAM starts from the bare kernel and never tries
+the heuristics' combination. This reaches tinygrad's private search functions, which is why it lives in the kit.
 """
 from __future__ import annotations
 
@@ -22,7 +18,6 @@ import contextlib
 import json
 import os
 import time
-from dataclasses import asdict
 from importlib.metadata import version
 from pathlib import Path
 
@@ -33,6 +28,7 @@ from tqdm.auto import tqdm
 
 from ssmax_tiny.checkpoint import atomic_write_text
 from ssmax_tiny.checks import check_int
+from ssmax_tiny.pocl.vectorize import RENDERERS
 
 # what changes a training step's kernels; the learning rate is an input of each step (its schedule: lr, warmup,
 # min_lr_ratio, steps), and the seed changes no kernel
@@ -49,7 +45,7 @@ def step_signature(config, head: dict, train_config, device: str) -> str:
   head options (`head_options()`), the TrainConfig's STEP_FIELDS, the device and tinygrad's version."""
   train = {f: getattr(train_config, f) for f in STEP_FIELDS}
   train["betas"] = list(train["betas"])
-  model = {k: v for k, v in asdict(config).items() if k != "init_s"}  # a starting value, not a kernel
+  model = {k: v for k, v in config.to_dict().items() if k != "init_s"}  # a starting value, not a kernel
   sig = dict(device=device, tinygrad=version("tinygrad"), model=model, head=head, train=train)
   return json.dumps(sig, sort_keys=True)
 
@@ -60,9 +56,8 @@ def _load() -> list[dict]:
 
 
 def tuned_beam(signature: str) -> int | None:
-  """The BEAM width `make tune` searched this step with, or None (not searched, tinygrad's cache gone or off, or
-  SSMAX_TINY_TUNED=0)."""
-  if os.environ.get("SSMAX_TINY_TUNED", "1") == "0" or CACHELEVEL < 1 or not os.path.exists(CACHEDB): return None
+  """The BEAM width `make tune` searched this step with, or None (not searched, or tinygrad's cache gone or off)."""
+  if CACHELEVEL < 1 or not os.path.exists(CACHEDB): return None
   for entry in _load():
     if entry.get("signature") == signature: return int(entry["beam"])
   return None
@@ -148,8 +143,8 @@ def summary(signatures: list[str]) -> str:
   """One line for the screen: how many of these training steps run kernels that `make tune` searched."""
   beams = [tuned_beam(s) for s in signatures]
   tuned = [b for b in beams if b]
-  if not tuned: return "kernels: tinygrad's heuristics (`make tune` searches faster ones once, then every run uses them)"
-  return f"kernels: tuned by make tune (BEAM={max(tuned)}, from tinygrad's cache) for {len(tuned)} of {len(beams)} training steps"
+  if not tuned: return "tinygrad's heuristics for every training step (`make tune` searches faster kernels once)"
+  return f"make tune's kernels (BEAM={max(tuned)}) for {len(tuned)} of {len(beams)} training steps"
 
 
 def record_tuned(signature: str, beam: int) -> Path:
@@ -162,23 +157,49 @@ def record_tuned(signature: str, beam: int) -> Path:
   return path
 
 
+def trainer_signature(trainer) -> str:
+  return step_signature(trainer.model.config, trainer.model.head_options(), trainer.config,
+                        ",".join(trainer.devices) if trainer.devices else Device.DEFAULT)
+
+
+_searching: tuple[int, int] | None = None   # inside search(): (beam, the least work a kernel must have to be searched)
+
+
+@contextlib.contextmanager
+def capturing(trainer):
+  """Around a Trainer's TinyJit capture: BEAM=n with kernels read from tinygrad's cache where make tune searched this step
+  (inside `search`, searched), else nothing. Yields {"tuned": n or None, and `lowering`'s counts}."""
+  beam, min_work = _searching if _searching is not None else (tuned_beam(trainer_signature(trainer)), None)
+  if not beam or trainer.config.checkpoint:
+    yield {"tuned": None}
+    return
+  notes = {"tuned": beam}
+  with cached_beam(beam, min_work) as counts:
+    notes.update(counts)
+    yield notes
+  notes.update(counts)
+
+
 def search(trainer, beam: int) -> dict:
   """BEAM-search the kernels of `trainer`'s training step and record it. Two steps run: a TinyJit's first call runs
-  eagerly, its second captures and compiles under BEAM=beam, which times candidates for each kernel not yet in tinygrad's
-  cache (tinygrad/codegen/opt/search.py) and does at least SEARCH_MIN_WORK iterations. The trainer's weights move by
-  two steps: use a throwaway one. Returns the kernel counts of `lowering`."""
+  eagerly, its second captures under BEAM=beam, searching each kernel of at least SEARCH_MIN_WORK iterations not yet in
+  tinygrad's cache. The trainer's weights move by two steps: use a throwaway one. Returns `capturing`'s notes."""
+  global _searching
   check_int("beam", beam)
   if CACHELEVEL < 1: raise RuntimeError("tinygrad's cache is off (CACHELEVEL=0): searched kernels would not be kept")
   if trainer.config.checkpoint: raise ValueError("checkpoint=True steps run eagerly, without a TinyJit: nothing to tune")
-  if Device.DEFAULT.split(":")[0] in ("CL", "CPU"):
-    # on PoCL and the CPU device a work-group runs on one core; candidates with large ones took minutes each (bench/tune.py),
-    # and a kernel's search ends when a round gains under 10 us (BEAM_MIN_PROGRESS), so tiny kernels are not searched at length
-    os.environ.setdefault("BEAM_LOCAL_MAX", "16")
-    os.environ.setdefault("BEAM_MIN_PROGRESS", "10")
-  trainer.tuned, trainer.search_min_work = beam, SEARCH_MIN_WORK
-  for _ in range(2): trainer.train_step()
-  record_tuned(trainer.signature, beam)
-  return trainer.tuned_kernels
+  if not all(Device[n].renderers[0] in RENDERERS for n in trainer.devices or (Device.DEFAULT,)):
+    raise ValueError("make tune is part of the OpenCL-on-CPU kit: run it with SSMAX_TINY_POCL=1 on DEV=CL (a CPU)")
+  # PoCL runs a work-group on one core: candidates with large ones took minutes each; a kernel's search ends when a round
+  # gains under 10 us (BEAM_MIN_PROGRESS), so tiny kernels are not searched at length
+  os.environ.setdefault("BEAM_LOCAL_MAX", "16")
+  os.environ.setdefault("BEAM_MIN_PROGRESS", "10")
+  _searching = (beam, SEARCH_MIN_WORK)
+  try:
+    for _ in range(2): trainer.train_step()
+  finally: _searching = None
+  record_tuned(trainer_signature(trainer), beam)
+  return trainer.capture_notes
 
 
 def tune_cells(cells: list[dict], signature_of, trainer_of, beam: int, progress: bool = True) -> int:

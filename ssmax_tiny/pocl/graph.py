@@ -1,27 +1,20 @@
 """A TinyJit graph for tinygrad's OpenCL device: a captured step's kernels launched from one tight loop.
 
 tinygrad replays a TinyJit's kernels one by one through its generic path (tinygrad/engine/realize.py `run_linear`,
-`exec_kernel`): each launch resolves its buffers, launch sizes and runtime from the captured UOps, in Python, at tens
-of us a kernel on this machine, while the OpenCL calls themselves (clSetKernelArg, clEnqueueNDRangeKernel) take a few.
-Devices with a graph API get their launches batched instead (tinygrad/runtime/graph/: CUDA graphs, Metal indirect
-command buffers, HCQ); CL has none. On PoCL, whose two worker threads share the machine's two cores with Python, that
-Python time is taken from the kernels: on make lm's step, 342 launches, it was 6 to 10% of the step (bench/launch.py).
+`exec_kernel`): each launch resolves its buffers, launch sizes and runtime in Python, tens of microseconds a kernel on a
+2-core CPU, while the OpenCL calls themselves take a few. CUDA, Metal and AMD have graph runners that batch launches
+(tinygrad/runtime/graph/); CL has none, and on PoCL that Python time is taken from the cores the kernels run on.
 
-`CLGraph` is such a graph for CL, modelled on tinygrad/runtime/graph/metal.py: at capture it resolves each kernel's
-cl_kernel, cl_mem arguments and launch sizes once; a replay sets the arguments and enqueues, the JIT's inputs (the
-only buffers that change between replays) and symbolic sizes filled in per call. The OpenCL calls are the ones
-CLProgram.__call__ makes (tinygrad/runtime/ops_cl.py), in the same order on the same in-order queue, so the results
-are the same bits (test). `install()` gives a CL device this graph; `SSMAX_TINY_CL_GRAPH=0` turns it off.
-
-What it changes for a user: a step captured with the graph replays its kernels as batches (tinygrad's JIT_BATCH_SIZE),
-so DEBUG=2 shows a batch's time, not each kernel's; capture with `disabled()` for a per-kernel profile
-(bench/profile_step.py does).
+`CLGraph`, modelled on tinygrad/runtime/graph/metal.py, resolves each kernel's cl_kernel, cl_mem arguments and launch
+sizes once at capture; a replay sets the arguments and enqueues, the JIT's inputs and symbolic sizes filled in per call.
+The OpenCL calls are CLProgram.__call__'s (tinygrad/runtime/ops_cl.py), in the same order on the same in-order queue,
+so the results are the same bits (tests/test_pocl.py). A step captured with it replays its kernels in batches, so
+DEBUG=2 times a batch, not a kernel: capture inside `disabled()` for a per-kernel profile (bench/profile_step.py).
 """
 from __future__ import annotations
 
 import contextlib
 import ctypes
-import os
 import time
 
 from tinygrad import Device
@@ -72,37 +65,17 @@ class CLGraph(GraphRunner):
     return time.perf_counter() - st
 
 
-_disabled = 0   # inside disabled(): install() does nothing
+_disabled = 0   # inside disabled(): the kit installs no graph
 
 
-def cl_devices(devices=None) -> list[str]:
-  """The OpenCL devices among `devices` (names; default: tinygrad's default device)."""
-  return [n for n in devices or (Device.DEFAULT,) if n.split(":")[0] == "CL"]
-
-
-def enabled() -> bool: return os.environ.get("SSMAX_TINY_CL_GRAPH", "1") != "0" and not _disabled
-
-
-def note(devices=None) -> str:
-  """For a run's kernels line on screen: how a Trainer on `devices` (default: tinygrad's default device) launches."""
-  if not enabled() or not cl_devices(devices): return ""
-  return "; launches: one loop per step (CL graph; SSMAX_TINY_CL_GRAPH=0 turns it off)"
-
-
-def install(devices=None) -> None:
-  """Give each CL device among `devices` (names; default: tinygrad's default device) this graph, unless it has one,
-  SSMAX_TINY_CL_GRAPH=0, or inside disabled(). Steps captured afterwards use it; steps captured before keep their
-  one-by-one launches."""
-  if not enabled(): return
-  for name in cl_devices(devices):
-    if Device[name].graph is None: Device[name].graph = CLGraph
+def enabled() -> bool: return not _disabled
 
 
 @contextlib.contextmanager
 def disabled(devices=None):
   """Steps captured inside launch their kernels one by one (DEBUG=2 then times each kernel)."""
   global _disabled
-  saved = {n: Device[n].graph for n in cl_devices(devices)}
+  saved = {n: Device[n].graph for n in devices or (Device.DEFAULT,) if n.split(":")[0] == "CL"}
   for n in saved: Device[n].graph = None
   _disabled += 1
   try: yield

@@ -1,0 +1,161 @@
+"""Kernels for OpenCL on a CPU: float arithmetic on whole vectors, float8 loads and stores, and a matmul tile.
+
+Three renderers, each a subclass of tinygrad's OpenCLRenderer and of the one before:
+- VectorizingOpenCLRenderer: tinygrad writes every elementwise op per lane (tinygrad/codegen/__init__.py,
+  `do_devectorize`), so a float4 store of exp calls exp2 four times on scalars. One rule among the renderer's final ones
+  (`Renderer.extra_matcher`) rewrites a STACK whose lanes all apply the same float32 op into that op on STACKs of the
+  lanes' operands: STACK(EXP2(a), .., EXP2(d)) -> EXP2(STACK(a, .., d)). Comparisons, selects and casts stay per lane.
+- WideOpenCLRenderer: tinygrad folds neighbouring loads and stores into float4 at most (codegen/late/coalesce.py,
+  `memory_coalescing`, lengths [4, 2]); AVX2 holds 8 floats. For this renderer, memory_coalescing is tinygrad's own
+  function with float8 added to that list (`_widened`: its source, one line changed, compiled again).
+- TilingOpenCLRenderer: tinygrad's heuristics (codegen/opt/heuristic.py) give a matmul a 4 x 4 upcast and work-groups of
+  up to 8 x 16, and PoCL runs a work-group on one core; for this renderer a plain matmul gets `matmul_tile`'s schedule.
+
+Why renderer classes: tinygrad renders kernels in worker processes and sends them the renderer as its class and target
+(Renderer.__reduce__), and keys rendered programs by the renderer's type, so kernels rendered both ways never mix. The
+two hooks tinygrad has no setting for (its module-level `memory_coalescing` and `hand_coded_optimizations`) are set by
+`patch()`, which `ssmax_tiny.pocl.install()` calls, and in a worker process when it unpickles one of these renderers
+(`_rebuilt`); both hand every other renderer tinygrad's own function. `unpatch()` restores them. Importing this module
+changes nothing. Measured effects and numerics: docs/speed.md; tests: tests/test_pocl.py.
+"""
+from __future__ import annotations
+
+import ctypes
+import inspect
+
+import tinygrad.codegen
+import tinygrad.codegen.late.coalesce as coalesce
+import tinygrad.codegen.opt.heuristic as heuristic
+from tinygrad import Device, dtypes
+from tinygrad.codegen.opt import Opt, OptOps
+from tinygrad.helpers import prod
+from tinygrad.renderer.cstyle import OpenCLRenderer
+from tinygrad.uop.ops import AxisType, Ops, PatternMatcher, UOp, UPat
+
+VECTOR_WIDTHS = (2, 4, 8, 16)   # OpenCL C's vector types (3 aside)
+# float operations that OpenCL C applies lane by lane to vectors (its built-in functions and operators on floatn)
+VECTOR_OPS = {Ops.ADD, Ops.SUB, Ops.MUL, Ops.FDIV, Ops.MAX, Ops.NEG, Ops.RECIPROCAL, Ops.SQRT, Ops.EXP2, Ops.LOG2}
+
+
+def _vectorize(stack: UOp) -> UOp | None:
+  if len(stack.src) not in VECTOR_WIDTHS or stack.dtype != dtypes.float32 or (first := stack.src[0]).op not in VECTOR_OPS: return None
+  if not all(u.op is first.op and u.dtype == first.dtype and u.arg == first.arg and len(u.src) == len(first.src) for u in stack.src):
+    return None
+  operands = tuple(stack.replace(src=tuple(u.src[i] for u in stack.src)) for i in range(len(first.src)))
+  return UOp(first.op, stack.dtype, operands, first.arg)
+
+
+RULE = PatternMatcher([(UPat(Ops.STACK, name="stack"), _vectorize)])
+
+
+def _rebuilt(cls, target):
+  """How a worker process rebuilds one of these renderers: with the hooks set there too."""
+  patch()
+  return cls(target)
+
+
+class VectorizingOpenCLRenderer(OpenCLRenderer):
+  """tinygrad's OpenCL renderer with RULE among its final rules."""
+  extra_matcher = RULE if OpenCLRenderer.extra_matcher is None else OpenCLRenderer.extra_matcher + RULE
+  def __reduce__(self): return _rebuilt, (self.__class__, self.target)
+
+
+class WideOpenCLRenderer(VectorizingOpenCLRenderer):
+  """VectorizingOpenCLRenderer whose kernels load and store float8s too (`_coalesce`)."""
+
+
+class TilingOpenCLRenderer(WideOpenCLRenderer):
+  """WideOpenCLRenderer whose plain matmuls get `matmul_tile`'s schedule instead of tinygrad's heuristics."""
+
+
+RENDERERS = (VectorizingOpenCLRenderer, WideOpenCLRenderer, TilingOpenCLRenderer)
+
+
+def _widened(fn):
+  """tinygrad's memory_coalescing with float8 among the widths it folds float loads and stores into; None when its
+  source no longer has the one line this changes."""
+  old, new = "else [4,2]", "else [8,4,2]"
+  src = inspect.getsource(fn)
+  if src.count(old) != 1: return None
+  namespace = dict(vars(coalesce))
+  exec(compile(src.replace(old, new), coalesce.__file__, "exec"), namespace)
+  return namespace[fn.__name__]
+
+
+TINYGRAD_COALESCING = coalesce.memory_coalescing
+TINYGRAD_HEURISTICS = heuristic.hand_coded_optimizations
+_wide_coalescing = None   # built by patch(), the first time
+
+
+def _coalesce(sink, ren):
+  return (_wide_coalescing if isinstance(ren, WideOpenCLRenderer) else TINYGRAD_COALESCING)(sink, ren)
+
+
+# a matmul's tile for a CPU's OpenCL: rows of the output per work-item (the first of these that divides M) by 16 columns
+TILE_ROWS, TILE_COLS = (6, 4, 3, 2), 16
+TILE_MIN_WORK = 1 << 20   # M * N * K; below it tinygrad's heuristics
+
+
+def _unit_stride(index: UOp, rng: UOp) -> bool:
+  """Whether `rng` is a term of a buffer's flat index (an INDEX): consecutive values of it address consecutive elements."""
+  return any(c is rng for c in index.src[1].get_idx().split_uop(Ops.ADD))
+
+
+def matmul_tile(k):
+  """The schedule a plain matmul C[M, N] = sum_K A[M, K] B[K, N] gets on TilingOpenCLRenderer: each work-item computes
+  rows x 16 outputs (UPCAST of M by rows, N by 16), no work-groups; None for any other kernel. B's and C's rows are read
+  and written as float8s, and the multiply-adds run 8 wide (AVX2). Plain: three axes (M, N global, K reduced), a sum of
+  products, N the innermost axis of C and of every buffer read along it (elementwise work fused into A stays as it is),
+  M divisible by one of TILE_ROWS, N by 16, M * N * K at least TILE_MIN_WORK."""
+  if k.axis_types != [AxisType.GLOBAL, AxisType.GLOBAL, AxisType.REDUCE] or prod(k.full_shape) < TILE_MIN_WORK: return None
+  if (red := k.reduceop) is None or red.arg[0] is not Ops.ADD or red.src[0].op is not Ops.MUL: return None
+  m, n, _ = k.full_shape
+  n_rng = k.rngs[1]
+  along_n = [b for b in k.bufs if n_rng in b.src[1].get_idx().backward_slice]   # C and B (elementwise inputs fused in too)
+  if len(along_n) < 2 or not all(_unit_stride(b, n_rng) for b in along_n) or n % TILE_COLS: return None
+  rows = next((r for r in TILE_ROWS if m % r == 0), None)
+  if rows is None: return None
+  k = k.copy()
+  for opt in (Opt(OptOps.UPCAST, 0, rows), Opt(OptOps.UPCAST, 1, TILE_COLS)): k.apply_opt(opt)
+  return k
+
+
+def _heuristics(k):
+  """matmul_tile's schedule for the plain matmuls of TilingOpenCLRenderer's kernels, tinygrad's heuristics otherwise."""
+  if isinstance(k.ren, TilingOpenCLRenderer) and (tiled := matmul_tile(k)) is not None: return tiled
+  return TINYGRAD_HEURISTICS(k)
+
+
+def patch() -> None:
+  """Set the two hooks in tinygrad: its codegen calls `memory_coalescing` by module-level name
+  (tinygrad/codegen/__init__.py), and apply_opts imports `hand_coded_optimizations` at each call
+  (codegen/opt/postrange.py). Raises when tinygrad's memory_coalescing lacks the line `_widened` changes."""
+  global _wide_coalescing
+  if _wide_coalescing is None and (_wide_coalescing := _widened(TINYGRAD_COALESCING)) is None:
+    raise RuntimeError("ssmax_tiny.pocl: this tinygrad's memory_coalescing lacks the line the float8 widths change")
+  tinygrad.codegen.memory_coalescing = _coalesce
+  heuristic.hand_coded_optimizations = _heuristics
+
+
+def unpatch() -> None:
+  """tinygrad's own functions back."""
+  tinygrad.codegen.memory_coalescing = TINYGRAD_COALESCING
+  heuristic.hand_coded_optimizations = TINYGRAD_HEURISTICS
+
+
+def on_cpu(name: str) -> bool:
+  """Whether CL device `name` runs on a CPU (PoCL, say): OpenCL's clGetDeviceInfo CL_DEVICE_TYPE."""
+  import tinygrad.runtime.autogen.opencl as cl
+  kind = ctypes.c_uint64()
+  if cl.clGetDeviceInfo(Device[name].cl_dev, cl.CL_DEVICE_TYPE, ctypes.sizeof(kind), ctypes.byref(kind), None) != 0: return False
+  return bool(kind.value & cl.CL_DEVICE_TYPE_CPU)
+
+
+def use(name: str, renderer=TilingOpenCLRenderer) -> None:
+  """Render CL device `name`'s kernels with `renderer` (one of RENDERERS). Kernels compiled afterwards use it."""
+  Device[name].renderers = [renderer, *[r for r in Device[name].renderers if r not in RENDERERS]]
+
+
+def drop(name: str) -> None:
+  """Back to tinygrad's renderer for CL device `name`."""
+  Device[name].renderers = [r for r in Device[name].renderers if r not in RENDERERS]

@@ -1,0 +1,227 @@
+"""The OpenCL-on-CPU kit (ssmax_tiny/pocl): it installs only where asked and only on OpenCL on a CPU, gives tinygrad its
+own functions back, and what it installs computes what tinygrad computes: exp within an ulp of the exact exp2 of the same
+float32 argument (kernels rendered in tinygrad's worker processes too), the GELU within a few ulps, products within
+float32's bound of float64, and training steps and decoding through the CL graph equal to the bit. The kernel tests run
+on tinygrad's OpenCL device on a CPU (make test's DEV=CL run)."""
+import importlib.metadata
+
+import numpy as np
+import pytest
+import tinygrad.codegen
+import tinygrad.codegen.opt.heuristic as heuristic
+from conftest import TINY
+from tinygrad import Context, Device, Tensor, TinyJit
+from tinygrad.codegen.opt import Opt, OptOps
+from tinygrad.nn.optim import SGD
+from tinygrad.nn.state import get_parameters, get_state_dict
+
+import ssmax_tiny as st
+from ssmax_tiny import pocl
+from ssmax_tiny.pocl import graph, vectorize
+
+ON_CL_CPU = Device.DEFAULT.split(":")[0] == "CL" and vectorize.on_cpu(Device.DEFAULT)
+cl_cpu = pytest.mark.skipif(not ON_CL_CPU, reason="the kit's kernels are for tinygrad's OpenCL device on a CPU (DEV=CL)")
+ONE_LAYER = {**TINY, "num_layers": 1}
+SPECIAL = [-np.inf, np.inf, np.nan, 0.0, -0.0, -87.0, -100.0, -104.0, 88.0, 89.0, 1e-30, -1e-30]
+
+
+@pytest.fixture(autouse=True)
+def _as_it_was():
+  """Each test installs and uninstalls the kit; the run goes on as conftest.py set it up (SSMAX_TINY_POCL)."""
+  yield
+  pocl.uninstall()
+  pocl.use()
+
+
+def _sources(name_part: str, since: set | None = None) -> list[str]:
+  """The OpenCL sources rendered with the kit's renderers, of kernels whose source contains name_part (and, with `since`,
+  rendered after that snapshot of the cache's keys: other tests render kernels of their own)."""
+  return [s.arg for key, prg in tinygrad.codegen.to_program_cache.items() if key[1] in vectorize.RENDERERS and (since is None or key not in since)
+          for s in prg.src if isinstance(s.arg, str) and name_part in s.arg]
+
+
+def test_uninstall_gives_tinygrad_its_own_functions_back():
+  pocl.uninstall()
+  assert (tinygrad.codegen.memory_coalescing, heuristic.hand_coded_optimizations) == (vectorize.TINYGRAD_COALESCING, vectorize.TINYGRAD_HEURISTICS)
+  installed = pocl.install()
+  assert installed == pocl.targets() and (installed != []) == ON_CL_CPU   # nothing on the CPU device, CUDA, an OpenCL GPU
+  if ON_CL_CPU:
+    assert Device[Device.DEFAULT].renderers[0] is vectorize.TilingOpenCLRenderer and Device[Device.DEFAULT].graph is graph.CLGraph
+    assert tinygrad.codegen.memory_coalescing is not vectorize.TINYGRAD_COALESCING
+  pocl.install()                                                           # twice: one renderer, one graph
+  assert sum(r in vectorize.RENDERERS for n in installed for r in Device[n].renderers) == len(installed)
+  pocl.uninstall()
+  assert (tinygrad.codegen.memory_coalescing, heuristic.hand_coded_optimizations) == (vectorize.TINYGRAD_COALESCING, vectorize.TINYGRAD_HEURISTICS)
+  for n in installed:
+    assert not any(r in vectorize.RENDERERS for r in Device[n].renderers) and Device[n].graph is None
+
+
+def test_the_switch_and_the_tinygrad_version(monkeypatch):
+  pocl.uninstall()
+  monkeypatch.setenv(pocl.SWITCH, "0")
+  assert pocl.use() == [] and not pocl.installed()
+  monkeypatch.setenv(pocl.SWITCH, "yes")
+  with pytest.raises(ValueError, match="SSMAX_TINY_POCL='yes' must be 0"): pocl.use()
+  monkeypatch.setenv(pocl.SWITCH, "1")
+  assert pocl.use() == pocl.targets()
+  pocl.uninstall()
+  if ON_CL_CPU:
+    monkeypatch.setattr(pocl, "version", lambda name: "0.15.0")
+    with pytest.raises(RuntimeError, match="written for tinygrad 0.14.0.*this is tinygrad 0.15.0"): pocl.install()
+    assert not pocl.installed()
+  assert importlib.metadata.version("tinygrad") == pocl.TINYGRAD
+
+
+def _exp(values: np.ndarray, scale: float) -> np.ndarray:
+  return (Tensor(values).realize() * scale).exp().numpy()
+
+
+@cl_cpu
+def test_exp_is_rendered_on_vectors_and_stays_within_an_ulp():
+  rng = np.random.default_rng(0)
+  x = np.concatenate([rng.standard_normal(4096 - len(SPECIAL)).astype(np.float32) * 30, np.array(SPECIAL, np.float32)])
+  pocl.uninstall()
+  per_lane = _exp(x, 0.5)
+  pocl.install()
+  before = set(tinygrad.codegen.to_program_cache)
+  vector = _exp(x, 0.5)
+  assert any(s.count("exp2(") == 1 for s in _sources("0.72134", before)), "exp2 is not called once per float4"   # 0.5 / ln 2
+  # both compute exp2(float32(float32(x * 0.5) * float32(1 / ln 2))), tinygrad's exp
+  arg = (x * np.float32(0.5)) * np.float32(1 / np.log(2))
+  exact = np.exp2(arg.astype(np.float64))
+  finite = np.isfinite(exact) & (exact > np.finfo(np.float32).tiny) & (exact < np.finfo(np.float32).max)
+  for got in (per_lane, vector):
+    ulps = np.abs(got[finite] - exact[finite]) / np.spacing(exact[finite].astype(np.float32))
+    assert ulps.max() <= 1.0, ulps.max()
+    np.testing.assert_array_equal(got[~finite & ~np.isnan(exact)], exact[~finite & ~np.isnan(exact)].astype(np.float32))
+    assert np.isnan(got[np.isnan(x)]).all()
+  assert (np.abs(vector[finite] - per_lane[finite]) <= np.spacing(np.abs(per_lane[finite]))).all()   # at most an ulp apart
+  assert (vector != per_lane).any(), "the two renderings gave the same bits: was the vector one used?"
+
+
+@cl_cpu
+def test_kernels_rendered_in_tinygrads_worker_processes_get_the_kit_too():
+  # several kernels at once are rendered in a pool of worker processes, which get the renderer as its class and target
+  # and set the kit's hooks there when they unpickle it (vectorize._rebuilt)
+  pocl.install()
+  xs = [Tensor.randn(4096).realize() for _ in range(3)]
+  Tensor.realize(*[(x * (0.25 + 0.125 * i)).exp() for i, x in enumerate(xs)])
+  assert {s.count("exp2(") for s in _sources("0.36067")} == {1}   # 0.25 / ln 2, the first kernel: one exp2 per float4
+  # the hooks tinygrad has no setting for (float8 widths, the matmul tile) are set in the workers too
+  rng = np.random.default_rng(4)
+  a = Tensor(rng.standard_normal((96, 128), dtype=np.float32)).realize()
+  Tensor.realize(*[a @ Tensor(rng.standard_normal((128, 176 + 16 * i), dtype=np.float32)).realize() for i in range(3)])
+  tiles = [s for i in range(3) for s in _sources(f"r_16_{11 + i}_6_16_128(")]
+  assert len(tiles) == 3 and all("float8" in s for s in tiles)
+
+
+@cl_cpu
+def test_the_exact_gelu_is_rendered_on_vectors_and_agrees_with_the_per_lane_kernel():
+  x = Tensor(np.random.default_rng(1).standard_normal((64, 256)).astype(np.float32) * 4).realize()
+  pocl.uninstall()
+  per_lane = (x * 1.0).gelu(approximate="none").numpy()
+  pocl.install()
+  before = set(tinygrad.codegen.to_program_cache)
+  vector = (x * 1.0).gelu(approximate="none").numpy()
+  assert {s.count("exp2(") for s in _sources("0.2316418", before)} == {1}   # erf's 0.3275911 / sqrt 2: one exp2 per float4
+  # the same operations in the same order; exp2 and the reciprocal may differ by an ulp, which the sum can carry
+  np.testing.assert_allclose(vector, per_lane, rtol=4 * np.finfo(np.float32).eps, atol=1e-7)
+
+
+@cl_cpu
+def test_a_matmul_tile_of_16_columns_loads_and_stores_float8s_and_stays_within_float32s_bound(monkeypatch):
+  # [96, 64] x [64, 144] with 6 rows x 16 columns per work-item, a schedule BEAM can choose, given here by a stand-in for
+  # beam_search (tinygrad/codegen/opt/postrange.py apply_opts calls it under BEAM >= 1), rendered by tinygrad's float4
+  # widths (VectorizingOpenCLRenderer) and the kit's float8 ones; the output buffer's name, data0_13824, marks the kernel
+  import tinygrad.codegen.opt.search as search
+
+  def tile(s, *args, **kwargs):
+    if tuple(s.full_shape) != (96, 144, 64): return vectorize.TINYGRAD_HEURISTICS(s)
+    for opt in (Opt(OptOps.UPCAST, 0, 6), Opt(OptOps.UPCAST, 1, 16)): s.apply_opt(opt)
+    return s
+  monkeypatch.setattr(search, "beam_search", tile)
+  rng = np.random.default_rng(2)
+  a, b = rng.standard_normal((96, 64), dtype=np.float32), rng.standard_normal((64, 144), dtype=np.float32)
+  pocl.install()
+  products = {}
+  for renderer in (vectorize.VectorizingOpenCLRenderer, vectorize.WideOpenCLRenderer):
+    vectorize.use(Device.DEFAULT, renderer)
+    with Context(BEAM=1): products[renderer] = (Tensor(a) @ Tensor(b)).numpy()
+  four, eight = sorted(set(_sources("data0_13824")), key=lambda src: "float8" in src)
+  assert "float4" in four and "float8" not in four, "without the widths: float4s"
+  assert "float8" in eight and "float4" not in eight, "the 16 columns are not loaded and stored as two float8s"
+  exact = a.astype(np.float64) @ b.astype(np.float64)
+  # any order of the 64 products' sum is within 64 eps |a| |b| of the exact one (the standard bound, gamma_n)
+  bound = 64 * np.finfo(np.float32).eps * (np.abs(a).astype(np.float64) @ np.abs(b))
+  for product in products.values(): assert (np.abs(product - exact) <= bound).all()
+
+
+@cl_cpu
+def test_plain_matmuls_get_the_tile_others_the_heuristics_and_products_stay_within_float32s_bound():
+  # tinygrad's heuristics, no BEAM: the kernel's name is its loop sizes, r_<M / 6>_<N / 16>_6_16_<K> for the tile
+  rng = np.random.default_rng(3)
+  a, b, c = (rng.standard_normal(shape, dtype=np.float32) for shape in ((96, 128), (128, 160), (96, 192)))
+  d = rng.standard_normal((192, 160), dtype=np.float32)
+  pocl.install()
+  plain = (Tensor(a) @ Tensor(b)).numpy()
+  fused = ((Tensor(c) * 2 + 1) @ Tensor(d)).numpy()                         # elementwise work fused into the left operand
+  read_along_k = (Tensor(a) @ Tensor(np.ascontiguousarray(b.T)).T).numpy()   # b^T's rows innermost: along the reduction
+  assert len(_sources("r_16_10_6_16_128(")) == 1 and len(_sources("r_16_10_6_16_192(")) == 1, "no 6 x 16 tile"
+  assert "float8" in _sources("r_16_10_6_16_128(")[0]
+  names = {s.split("(")[0].split()[-1] for s in _sources("data0_15360")}   # every kernel writing a [96, 160] output
+  assert len(names) == 3 and not any(n.endswith("_128") and "_6_16_" in n for n in names - {"r_16_10_6_16_128"}), names
+  for left, right, product in ((a, b, plain), (2 * c.astype(np.float64) + 1, d, fused), (a, b, read_along_k)):
+    exact = left.astype(np.float64) @ right.astype(np.float64)
+    # gamma_n bound of a float32 sum of K products, plus the rounding of 2c + 1 (an ulp of it, times |d|)
+    bound = (left.shape[1] + 1) * np.finfo(np.float32).eps * (np.abs(left).astype(np.float64) @ np.abs(right))
+    assert (np.abs(product - exact) <= bound).all()
+
+
+def _train(with_graph: bool, xs: list[Tensor]):
+  Tensor.manual_seed(0)
+  model = st.build(8, **ONE_LAYER, dropout=0.0)
+  opt = SGD(get_parameters(model), lr=0.5)
+
+  def step(x: Tensor) -> Tensor:
+    opt.zero_grad()
+    loss = model.forward(x).square().mean()
+    loss.backward()
+    Tensor.realize(loss, *opt.schedule_step())
+    return loss
+
+  with graph.disabled() if not with_graph else Context():
+    pocl.install()
+    jit = TinyJit(step)
+    with Context(TRAINING=1): losses = [jit(x).item() for x in xs]   # a new input each call: the graph rebinds it
+  pocl.uninstall()
+  return jit, losses, {k: v.numpy() for k, v in get_state_dict(model).items()}
+
+
+@cl_cpu
+def test_training_steps_through_the_graph_equal_kernel_by_kernel_to_the_bit():
+  xs = [Tensor.randn(2, 6, 8).realize() for _ in range(4)]   # call 0 runs eagerly, 1 captures, 2 and 3 replay
+  (plain_jit, plain, plain_w), (graph_jit, graphed, graph_w) = _train(False, xs), _train(True, xs)
+  assert graph.uncounted(plain_jit) == 0
+  assert graph.uncounted(graph_jit) > 0, "the step was not captured into CL graph batches: the test would compare nothing"
+  assert plain == graphed
+  for k in plain_w: np.testing.assert_array_equal(plain_w[k], graph_w[k], err_msg=k)
+  assert len(set(plain)) == len(plain)   # each call saw its own input and moved the weights
+
+
+@cl_cpu
+def test_decoding_through_the_graph_equals_kernel_by_kernel(monkeypatch):
+  # the decoder's TinyJit binds its position as a Variable: the graph fills it in, and what depends on it, per call
+  replays, run = [], graph.CLGraph.__call__
+  monkeypatch.setattr(graph.CLGraph, "__call__", lambda self, *a, **k: replays.append(self) or run(self, *a, **k))
+  model = st.build(8, **ONE_LAYER, output_mode="all", positional="rope", per_head=True, learn_bias=True)
+  x = Tensor.randn(2, 9, 8).realize()
+  steps = {}
+  for with_graph in (False, True):
+    with graph.disabled() if not with_graph else Context():
+      pocl.install()
+      dec = st.Decoder(model, batch_size=2, max_len=9)
+      dec.prefill(x[:, :3].contiguous())
+      steps[with_graph] = [dec.step(x[:, pos:pos + 1]).numpy() for pos in range(3, 9)]
+      pocl.uninstall()
+  assert any(g.vars for g in replays), "no decoding step replayed through the graph with its position bound"
+  for a, b in zip(steps[False], steps[True]): np.testing.assert_array_equal(a, b)
