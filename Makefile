@@ -9,10 +9,16 @@ ARGS ?=
 # OpenCL on a CPU: on a GPU they run plain tinygrad. POCL=0 runs plain tinygrad here too.
 POCL ?= 1
 RUN := SSMAX_TINY_POCL=$(POCL) $(PY) -m ssmax_tiny run
+# tinygrad's CPU device compiles with $$CC: clang-19 where the set-up installed it (bfloat16 needs clang 15 or later),
+# else clang; a CC you set is kept (make's own default, cc, is not a choice)
+ifeq ($(origin CC),default)
+CC := $(shell command -v clang-19 >/dev/null 2>&1 && echo clang-19 || echo clang)
+endif
+export CC
 PYTEST := $(PY) -m pytest -q -p no:cacheprovider
-# the core tests, run on the accelerator (a GPU, or PoCL's OpenCL on a CPU) besides the CPU device
+# the core tests, run on the accelerator (a GPU, or PoCL's OpenCL on a CPU) besides the CPU device: make test runs their
+# float64-reference part (-m fast) and the kit's own tests there; make test-cl all of them, with the kit and without
 CORE := tests/test_compute.py tests/test_model.py tests/test_variants.py tests/test_examples.py tests/test_pocl.py
-KIT := tests/test_compute.py tests/test_model.py tests/test_pocl.py
 
 .PHONY: help setup test test-fast test-slow test-cl test-emulated demo lm lm-prope passkey bench tune gpu-build gpu-check lint clean
 
@@ -35,8 +41,8 @@ test: $(STAMP)  ## the suite on tinygrad's CPU device, then the core tests on th
 	DEV=CPU $(PYTEST) -n auto --dist loadgroup $(ARGS)
 	@set -e; accel=$$($(PY) scripts/accelerator.py); \
 	if [ "$$accel" = "CL" ]; then \
-	  echo "core tests on the OpenCL device (DEV=CL), with the OpenCL-on-CPU kit"; SSMAX_TINY_POCL=1 DEV=CL $(PYTEST) $(KIT) $(ARGS); \
-	  echo "and on plain tinygrad"; SSMAX_TINY_POCL=0 DEV=CL $(PYTEST) -m fast $(CORE) $(ARGS); \
+	  echo "core tests on the OpenCL device (DEV=CL), with the OpenCL-on-CPU kit"; SSMAX_TINY_POCL=1 DEV=CL $(PYTEST) -m "fast or kit" $(CORE) $(ARGS); \
+	  echo "and on plain tinygrad"; SSMAX_TINY_POCL=0 DEV=CL $(PYTEST) -m "fast and not loop" $(CORE) $(ARGS); \
 	elif [ -n "$$accel" ]; then echo "core tests on the GPU (DEV=$$accel)"; DEV=$$accel $(PYTEST) $(CORE) $(ARGS); \
 	else echo "no GPU or OpenCL device: the core tests ran on the CPU device only (Debian/Ubuntu: apt-get install pocl-opencl-icd)"; fi
 
@@ -74,8 +80,9 @@ tune: $(STAMP)  ## BEAM-search make lm's and make demo's training steps once (th
 	SSMAX_TINY_POCL=1 DEV=CL $(PY) -m ssmax_tiny run experiments/demo.toml --tune-kernels $(ARGS)
 	SSMAX_TINY_POCL=1 DEV=CL $(PY) bench/lm_step.py --beam 0,tuned --devices CL
 
-gpu-build: $(STAMP)  ## every kernel of the GPU paths built by NVIDIA's compiler (NVRTC, from PyPI) for sm_80 and sm_90, no GPU needed
+gpu-build: $(STAMP)  ## every kernel of the GPU paths built by NVIDIA's (NVRTC, from PyPI) and AMD's (LLVM) compilers, no GPU needed
 	$(PY) -m pip install -q -e '.[gpu-build]'
+	@bash scripts/ensure_system_deps.sh gpu-build
 	$(PY) scripts/gpu_build.py $(ARGS)
 
 gpu-check: $(STAMP)  ## on a machine with a GPU: the core tests there, make lm's step in float32 and bfloat16, a 64k forward

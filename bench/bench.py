@@ -1,20 +1,20 @@
-"""`make bench`: ssmax_tiny side by side with the alternatives, in one run, reported as ratios.
+"""`make bench`: how fast is the Edifice default model, forward and training step, against PyTorch on the same machine?
 
   python bench/bench.py [--devices CPU,CL] [--lengths 60,256,1024] [--train-lengths 60,256] [--repeats 3] [--quick]
+                        [--out runs/bench/bench]      (about 10 minutes on 2 CPU cores; SSMAX_TINY_POCL=1: the kit on CL)
 
 For each tinygrad device present (each in its own process, DEV=...): forward (TinyJit) and training step (TinyJit,
 AdamW) of the default Edifice configuration (embed 64, hidden 256, 4 heads, 6 layers, dropout 0.1; B = 32 at T = 60,
 B = 8 at longer T), SSMax against softmax (time and kernels), the folded path (scale folded into q) against the explicit one, GFLOP/s from
 tinygrad's own operation count, and the process's peak memory. Then, in this process, numpy's sgemm (the machine's
 matmul ceiling) and, when PyTorch is installed (the extra `torch`), a PyTorch model with the same weights, checked for
-parity first, run eager and under torch.compile where that works. Medians after warm-up. Writes bench/results.json
-and bench/results.md. bench/decode.py (KV-cache decoding against a full recompute) runs on each device too, and
+parity first, run eager and under torch.compile where that works. Medians after warm-up. Writes OUT.json and OUT.md,
+stamped (bench/stamp.py). bench/decode.py (KV-cache decoding against a full recompute) runs on each device too, and
 bench/data_parallel.py (one device against --data-parallel devices) once.
 """
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import resource
@@ -23,6 +23,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+import stamp  # bench/stamp.py: python puts the script's folder first on sys.path
 
 HERE = Path(__file__).parent
 CONFIG = dict(embed_dim=64, hidden_size=256, num_heads=4, num_layers=6, dropout=0.1)
@@ -57,26 +59,18 @@ def train_step_fn(m):
 
 # ---------------------------------------------------------------- tinygrad worker (one device per process)
 def worker(args) -> dict:
-  from ssmax_tiny import cl_graph, cl_vectorize, tuning
-  cl_graph.install()   # as a train.Trainer does: on CL the jitted kernels launch from one loop, float arithmetic on vectors
-  cl_vectorize.install()
-  # under bench/tune.py's JITBEAM the captures are searched as make tune searches them (tuning.lowering)
-  with tuning.lowering(tuning.SEARCH_MIN_WORK) if os.environ.get("JITBEAM") else contextlib.nullcontext(): return _worker(args)
-
-
-def _worker(args) -> dict:
   import numpy as np
   from tinygrad import Context, Device, GlobalCounters, Tensor, TinyJit
-  from tinygrad.nn.state import get_parameters, get_state_dict
+  from tinygrad.nn.state import get_state_dict
 
   import ssmax_tiny
-  out = dict(device=Device.DEFAULT, rows=[])
+  from ssmax_tiny import pocl
+  pocl.use()   # SSMAX_TINY_POCL=1: the OpenCL-on-CPU kit, where the device is OpenCL on a CPU
+  out = dict(device=Device.DEFAULT + (" with the OpenCL-on-CPU kit" if pocl.installed() else ""), rows=[])
 
   def build(attention, T):
     Tensor.manual_seed(0)
-    m = ssmax_tiny.build(**CONFIG, window_size=T, attention=attention)
-    Tensor.realize(*get_parameters(m))
-    return m
+    return ssmax_tiny.build(**CONFIG, window_size=T, attention=attention)
 
   def count(fn):
     GlobalCounters.reset(); fn()
@@ -247,8 +241,7 @@ def main() -> int:
   p.add_argument("--no-compile", dest="compile", action="store_false", help="skip torch.compile")
   p.add_argument("--data-parallel", default="CPU:0,CPU:1",
                  help="devices for the data-parallel training-step comparison (default CPU:0,CPU:1; '' to skip)")
-  p.add_argument("--out", type=Path, default=HERE / "results",
-                 help="results.json and results.md go under this stem (default bench/results)")
+  p.add_argument("--out", type=Path, default=HERE.parent / "runs" / "bench" / "bench", help="OUT.json and OUT.md (default runs/bench/bench)")
   p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
   p.add_argument("--state-out", default=None, help=argparse.SUPPRESS)
   args = p.parse_args()
@@ -284,10 +277,8 @@ def main() -> int:
   elif state_file.exists(): results["torch"] = torch_side(args, state_file)
   else: results["torch"] = dict(skipped="not run: no tinygrad device ran, so there are no shared weights to check parity with")
   state_file.unlink(missing_ok=True)
-  args.out.parent.mkdir(parents=True, exist_ok=True)
-  Path(f"{args.out}.json").write_text(json.dumps(results, indent=1))
   table = report(results)
-  Path(f"{args.out}.md").write_text(table)
+  stamp.write(args.out, results, table)
   print(table)
   if isinstance(results["torch"], dict) and results["torch"].get("parity_ok") is False:
     print("PyTorch parity FAILED", file=sys.stderr)

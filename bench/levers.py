@@ -1,42 +1,65 @@
-"""One lever of the CL kernels against its alternative, on the Edifice default's training step, paired: the two steps
-alternate in one process.
+"""Does each speed lever pay? A lever against its alternative on a training step, paired: the two steps alternate in one
+process, from the same weights and batch, and the ratio is taken round by round.
 
-  DEV=CL python bench/levers.py --lever float8|tile|layout|pytorch [--model edifice|lm] [--tuned] [--repeats 10] [--out STEM]
+  DEV=CL python bench/levers.py --lever kit|float8|tile|layout|autograd|pytorch [--model edifice|lm] [--tuned] [--repeats 10]
+                                [--out runs/bench/levers_<lever>]          (2 to 4 minutes each on 2 CPU cores)
 
-Levers (ssmax_tiny/cl_vectorize.py, ssmax_tiny/model.py):
-  float8   float8 loads and stores (WideOpenCLRenderer) against tinygrad's float4 (SSMAX_TINY_CL_FLOAT8=0); both
-           without the matmul tile, so that only the widths differ
-  tile     cl_vectorize.matmul_tile's schedule for plain matmuls against tinygrad's heuristics (SSMAX_TINY_CL_TILE=0);
-           both with float8. Under --tuned it changes only the kernels make tune left to the heuristics
-  layout   model.affine as it is (w^T copied, dy^T copied: dx, dW and the forward three plain products, db a sum along
-           rows) against its previous layout (x w^T read along the reduction, dW with tokens innermost in both operands,
-           `tokens_inner` below); both with float8 and the tile
-  pytorch  tinygrad's step (all levers on) against PyTorch eager's step of the same model and weights (bench/torch_ref.py,
-           the same loss and AdamW as bench.py's), Edifice default only; dropout's draws differ, so the losses do too
-Both steps are bench.py's (the Edifice default, hidden 256, 6 layers, B = 32, T = 60, softmax, AdamW), from the same
-weights and batch, or with --model lm make lm's SSMax + RoPE step (a train.Trainer, as bench/flag.py runs it), each
-built and captured with its lever set; with --tuned both read make tune's kernel choices from tinygrad's cache
-(`python bench/tune.py --devices CL` searches the Edifice default's, `make tune` make lm's). Reports the first losses
-of both, the median step of each and the median of the paired ratios (the lever over its alternative, with quartiles). Writes OUT.json and
-OUT.md (default bench/<lever>[_lm][_tuned]).
+Runnable here (the Edifice default's step, hidden 256, 6 layers, B 32, T 60, softmax, AdamW, as bench.py's; or with
+--model lm make lm's SSMax + RoPE step through train.Trainer):
+  kit      the OpenCL-on-CPU kit (ssmax_tiny/pocl: all its levers) against plain tinygrad
+  float8   float8 loads and stores (pocl.vectorize.WideOpenCLRenderer) against tinygrad's float4, both without the tile
+  tile     the kit's matmul tile for plain matmuls against tinygrad's heuristics, both with float8
+  layout   model.affine (W^T and dy^T copied: the forward, dx and dW three plain products) against the layout it replaced
+           (`tokens_inner`: x W^T read along the reduction, dW's operands copied tokens innermost), both with the kit
+  autograd model.affine's hand-written Linear backward against autograd's (Linear.HAND_BACKWARD_MIN = None), on any
+           device, plain tinygrad unless SSMAX_TINY_POCL=1: the measurement a GPU needs (make gpu-check runs it)
+  pytorch  tinygrad with the kit against PyTorch eager's step of the same model and weights (bench/torch_ref.py)
+--tuned reads make tune's kernels from tinygrad's cache (make tune searches make lm's and make demo's steps).
+
+Every lever that landed, its question, the paired result when it landed (2-core AMD EPYC, DEV=CL, make lm's or the
+Edifice default's step as named) and the decision. The one-off A/B scripts are in git: `git show 1324391:bench/NAME.py`.
+- Learning rate as a step input (train.Trainer): does assigning the lr outside the TinyJit cost a schedule per step?
+  make lm x0.897 heuristics, x0.866 tuned (launch.py). Kept.
+- CL graph (pocl.graph): do a replay's Python launches cost? make lm x0.948 / x0.918 (launch.py). Kept, in the kit.
+- Inputs kept on the device (Trainer._input): do new input Tensors each step cost? make lm x0.904 / x0.841 (launch.py). Kept.
+- Float arithmetic on vectors (pocl.vectorize's rule): exp kernel x0.29, exact GELU x0.42, make lm x0.868 heuristics and
+  tuned (vectorize.py). Kept, in the kit.
+- float8 loads and stores: Edifice x0.997 heuristics (neutral), x0.839 tuned (--lever float8). Kept, in the kit.
+- Matmul tile without BEAM: Edifice x0.382 heuristics, x1.047 tuned (neutral), make lm x0.839 (--lever tile; one-kernel
+  table in matmul_tile.py: 25 to 76 GFLOP/s against 7 to 17). Kept, in the kit, on a CPU's OpenCL only.
+- Plain Linear layout (model.affine): Edifice x0.788 heuristics, x0.658 tuned (--lever layout). Kept.
+- Hand-written Linear backward against autograd: the Edifice default's step x0.75 on CL, x0.65 on CPU; per layer x0.40
+  to x0.84 from 65,536 weights up, but up to x1.9 below (its copies cost more than they save), so only large layers take
+  it (linear_backward.py). Kept from 65,536 weights (model.Linear.HAND_BACKWARD_MIN).
+- Attention weights realised before they meet v (model.attend against Tensor.scaled_dot_product_attention): one
+  attention's forward and backward 1.6x to 3.3x faster (attention_layout.py). Kept.
+- RoPE tables realised, and the softmax's backward written out: make lm x0.792 and x0.929 heuristics (x0.740 both),
+  x0.853 tuned (transcendentals.py). Kept.
+- FUSE_OPTIM=1 (tinygrad's fused optimizer): make lm x0.993 tuned; TRANSCENDENTAL=2 (tinygrad's polynomial exp2 and
+  sin): x1.010 tuned, x0.984 heuristics (flag.py). Not adopted: within the spread.
+- CPU device compilers: clang-19 x1.012 of clang 14, CPU:LLVM (libLLVM 19) x0.823, tinygrad's X86 back end x2.79
+  (compilers.py). Not adopted: the CL device on both cores is faster still.
+- make tune timing BEAM's choice against the heuristics' (pocl.tuning.faster_of): the heuristics' choice was faster for
+  7 of make lm's 57 searched kernels. Kept, in the kit.
+- A hand-written cross-entropy (9.9 ms against tinygrad's 7.4 on make lm's logits) and NOLOCALS=1 (2%, within the
+  spread): probes, not adopted.
+Writes OUT.json and OUT.md, stamped (bench/stamp.py).
 """
 import argparse
 import contextlib
-import json
-import os
 import statistics
 import time
 from pathlib import Path
-from unittest import mock
 
+import stamp
 from lm_step import paired
 from tinygrad import Context, Device, Tensor, TinyJit
 from tinygrad.function import function
-from tinygrad.nn.state import get_parameters
 
 import ssmax_tiny
 from bench import CONFIG, batch_for, train_step_fn
-from ssmax_tiny import cl_vectorize, model, tuning
+from ssmax_tiny import model, pocl
+from ssmax_tiny.pocl import tuning, vectorize
 
 
 def _tokens_inner_backward(grad_y, call):
@@ -51,20 +74,56 @@ def tokens_inner(x: Tensor, w: Tensor, b: Tensor) -> Tensor:
   return x @ w.T + b
 
 
-def env(**values):
-  """os.environ with these values inside (cl_vectorize.install() reads them)."""
-  return mock.patch.dict(os.environ, values)
+@contextlib.contextmanager
+def kit(renderer=None):
+  """The kit installed (with this renderer in place of its first, where given), uninstalled afterwards."""
+  pocl.install()
+  if renderer is not None: vectorize.use(Device.DEFAULT, renderer)
+  try: yield
+  finally: pocl.uninstall()
+
+
+@contextlib.contextmanager
+def plain():
+  pocl.uninstall()
+  yield
+
+
+@contextlib.contextmanager
+def on_autograd():
+  from unittest import mock
+  with mock.patch.object(model.Linear, "HAND_BACKWARD_MIN", None): yield
+
+
+@contextlib.contextmanager
+def as_set():
+  """The device as the environment sets it up: the kit where SSMAX_TINY_POCL=1 asks for it."""
+  pocl.use()
+  try: yield
+  finally: pocl.uninstall()
+
+
+@contextlib.contextmanager
+def old_layout():
+  with kit(), contextlib.ExitStack() as stack:
+    from unittest import mock
+    stack.enter_context(mock.patch.object(model, "affine", tokens_inner))
+    yield
+
+
+@contextlib.contextmanager
+def _both(a, b):
+  with a, b: yield
 
 
 # lever: (alternative's name, its setting), (lever's name, its setting)
 LEVERS = {
-  "float8": (("float4", lambda: env(SSMAX_TINY_CL_FLOAT8="0", SSMAX_TINY_CL_TILE="0")),
-             ("float8", lambda: env(SSMAX_TINY_CL_FLOAT8="1", SSMAX_TINY_CL_TILE="0"))),
-  "tile": (("heuristics", lambda: env(SSMAX_TINY_CL_FLOAT8="1", SSMAX_TINY_CL_TILE="0")),
-           ("tile", lambda: env(SSMAX_TINY_CL_FLOAT8="1", SSMAX_TINY_CL_TILE="1"))),
-  "layout": (("tokens inner", lambda: mock.patch.object(model, "affine", tokens_inner)),
-             ("plain", contextlib.nullcontext)),
-  "pytorch": (("PyTorch eager", None), ("tinygrad", contextlib.nullcontext)),   # None: bench/torch_ref.py's model
+  "kit": (("plain tinygrad", plain), ("kit", kit)),
+  "float8": (("float4", lambda: kit(vectorize.VectorizingOpenCLRenderer)), ("float8", lambda: kit(vectorize.WideOpenCLRenderer))),
+  "tile": (("heuristics", lambda: kit(vectorize.WideOpenCLRenderer)), ("tile", kit)),
+  "layout": (("tokens inner", old_layout), ("plain", kit)),
+  "autograd": (("autograd", lambda: _both(as_set(), on_autograd())), ("affine", as_set)),
+  "pytorch": (("PyTorch eager", None), ("tinygrad", kit)),   # None: bench/torch_ref.py's model
 }
 
 
@@ -93,10 +152,8 @@ def edifice(lever: str, tuned: bool) -> tuple[dict, dict, str]:
   for name, setting in LEVERS[lever]:
     if setting is None: continue   # PyTorch's, built beside tinygrad's below
     with setting():
-      cl_vectorize.install()
       Tensor.manual_seed(0)
       m = ssmax_tiny.build(**CONFIG, window_size=T, attention="softmax")
-      Tensor.realize(*get_parameters(m))
       Tensor.manual_seed(1)
       x, t = Tensor.randn(B, T, CONFIG["embed_dim"]).realize(), Tensor.randn(B, CONFIG["hidden_size"]).realize()
       jit = TinyJit(train_step_fn(m))
@@ -104,13 +161,14 @@ def edifice(lever: str, tuned: bool) -> tuple[dict, dict, str]:
         losses[name] = [jit(x, t).item() for _ in range(3)]   # eager, captured, replayed
       steps[name] = lambda jit=jit, x=x, t=t: jit(x, t).item()
       if lever == "pytorch": steps["PyTorch eager"], losses["PyTorch eager"] = torch_step(m, x, t)   # dropout draws differ
-  kernels = "make tune's kernels (bench/tune.py's search, from the cache)" if tuned else "the heuristics"
+  kernels = "make tune's kernels where tinygrad's cache has them" if tuned else "the heuristics"
   return steps, losses, f"the Edifice default's training step (B {B}, T {T}, softmax) on {Device.DEFAULT}, {kernels}"
 
 
 def lm(lever: str, tuned: bool) -> tuple[dict, dict, str]:
-  """The same for make lm's SSMax + RoPE step (train.Trainer, as bench/flag.py runs it); tuned where make tune recorded
-  the step (a Trainer reads its record), else the heuristics."""
+  """The same for make lm's SSMax + RoPE step (train.Trainer); tuned where make tune recorded the step and the kit is on."""
+  from unittest import mock
+
   from lm_step import config_and_train
 
   from ssmax_tiny.lm import build_lm
@@ -119,11 +177,11 @@ def lm(lever: str, tuned: bool) -> tuple[dict, dict, str]:
   template, lm_config, train = config_and_train()
   steps, losses, kinds = {}, {}, set()
   for name, setting in LEVERS[lever]:
-    with setting(), env(SSMAX_TINY_TUNED="1" if tuned else "0"):
+    with setting(), (contextlib.nullcontext() if tuned else mock.patch.object(tuning, "tuned_beam", lambda signature: None)):
       trainer = Trainer(build_lm(lm_config(template, "ssmax", "rope", train.train_length), 0), TextTask(), train)
       losses[name] = [trainer.train_step() for _ in range(3)]
     steps[name] = trainer.train_step
-    kinds.add("make tune's kernels" if trainer.tuned else "the heuristics")
+    kinds.add("make tune's kernels" if (trainer.capture_notes or {}).get("tuned") else "the heuristics")
   return steps, losses, f"make lm's SSMax + RoPE training step on {Device.DEFAULT}, {' and '.join(sorted(kinds))}"
 
 
@@ -131,15 +189,16 @@ def main():
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--lever", choices=sorted(LEVERS), required=True)
   p.add_argument("--model", choices=["edifice", "lm"], default="edifice", help="whose training step (default edifice)")
-  p.add_argument("--tuned", action="store_true", help="with the kernels make tune or bench/tune.py searched (from tinygrad's cache)")
+  p.add_argument("--tuned", action="store_true", help="with the kernels make tune searched (from tinygrad's cache)")
   p.add_argument("--repeats", type=int, default=10, help="paired steps (default 10)")
-  p.add_argument("--out", type=Path, default=None, help="output stem (default bench/<lever>[_lm][_tuned])")
+  p.add_argument("--out", type=Path, default=None, help="output stem (default runs/bench/levers_<lever>[_lm][_tuned])")
   a = p.parse_args()
   if a.repeats < 2: p.error(f"--repeats {a.repeats} must be >= 2 (the paired ratios' quartiles need two pairs)")
   if a.lever == "pytorch" and a.model == "lm":
     p.error("--lever pytorch takes --model edifice only (bench/lm_step.py pairs make lm's step with PyTorch's)")
-  if Device.DEFAULT.split(":")[0] != "CL": raise SystemExit(f"bench/levers.py measures the CL device (DEV=CL); the default is {Device.DEFAULT}")
-  out_stem = a.out or Path(__file__).parent / (a.lever + ("_lm" if a.model == "lm" else "") + ("_tuned" if a.tuned else ""))
+  if a.lever not in ("autograd",) and not pocl.targets():
+    raise SystemExit(f"--lever {a.lever} measures the OpenCL-on-CPU kit (DEV=CL on a CPU); the default is {Device.DEFAULT}")
+  out = a.out or stamp.RUNS / ("levers_" + a.lever + ("_lm" if a.model == "lm" else "") + ("_tuned" if a.tuned else ""))
   steps, losses, title = (edifice if a.model == "edifice" else lm)(a.lever, a.tuned)
   times = {name: [] for name in steps}
   with Context(TRAINING=1):
@@ -149,14 +208,13 @@ def main():
   (alt, _), (lever, _) = LEVERS[a.lever]
   ratio = paired(times[lever], times[alt])
   results = dict(device=Device.DEFAULT, lever=a.lever, model=a.model, tuned=a.tuned, repeats=a.repeats, losses=losses, times=times, ratio=ratio)
-  Path(f"{out_stem}.json").write_text(json.dumps(results, indent=1))
   md = "\n".join([
     f"{lever} against {alt} ({a.lever}), {title}, {a.repeats} alternating rounds.", "",
     f"| | {alt} s | {lever} s | paired ratio, {lever} / {alt} (quartiles) |", "|---|---:|---:|---|",
     f"| training step | {statistics.median(times[alt]):.3f} | {statistics.median(times[lever]):.3f} | "
     f"**x{ratio['median']:.3f}** ({ratio['q1']:.3f} to {ratio['q3']:.3f}) |", "",
     "First losses: " + "; ".join(f"{n} " + ", ".join(f"{v:.6f}" for v in ls) for n, ls in losses.items()), ""])
-  Path(f"{out_stem}.md").write_text(md)
+  stamp.write(out, results, md)
   print(md)
 
 

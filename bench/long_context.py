@@ -1,15 +1,15 @@
-"""Evaluation at long context: time and peak memory of one forward pass, every position, of the Edifice default model
-(embed 64, hidden 256, 4 heads, 6 layers, SSMax; or with --size lm, make lm's transformer: hidden 64, 2 layers), batch 1,
-at each T, tinygrad (attention in blocks of queries, `attend_blocked`) against
-PyTorch's scaled_dot_product_attention on the same shapes. Each (framework, T) runs in a fresh process, so that its peak
-resident memory (ru_maxrss) is its own.
+"""How does a forward pass at long context compare with PyTorch's, in time and memory, from 1k to 64k positions?
 
   python bench/long_context.py [--lengths 1024,4096,16384,32768,65536] [--size edifice|lm] [--frameworks tinygrad,torch]
-                               [--out bench/long_context] [--keep]
+                               [--out runs/bench/long_context_SIZE] [--keep]     (15 to 25 minutes on 2 CPU cores)
 
-For tinygrad, also the attention's share of the forward's time (the forward timed again with each attention returning v:
-projections, feed-forward and norms only), and the issue's time target against 4k.
-Writes OUT.json, OUT.md and OUT.png (time and peak memory against T).
+One forward pass, every position, batch 1, of the Edifice default (embed 64, hidden 256, 4 heads, 6 layers, SSMax) or,
+with --size lm, make lm's transformer (hidden 64, 4 heads of 16, 2 layers), at each T: tinygrad (attention in blocks of
+queries at long T) against PyTorch's scaled_dot_product_attention on the same model (bench/torch_ref.py). Each
+(framework, T) runs in a fresh process, so that its peak resident memory (ru_maxrss) is its own; the second forward is
+timed, the device synchronised before the clock is read. For tinygrad also the attention's share of the time (the
+forward again with each attention returning v). SSMAX_TINY_POCL=1 runs tinygrad with the OpenCL-on-CPU kit.
+Writes OUT.json, OUT.md (the ratio column: tinygrad's time over PyTorch's) and OUT.png, stamped (bench/stamp.py).
 """
 import argparse
 import json
@@ -19,6 +19,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+import stamp
 
 ROOT = Path(__file__).parent.parent
 
@@ -31,18 +33,21 @@ def run_one(framework: str, T: int, size: str = "edifice") -> dict:
   if framework == "torch":
     import torch
     sys.path.insert(0, str(Path(__file__).parent))
-    from torch_ref import TorchSSMaxTransformer
+    from torch_ref import TorchSSMaxTransformer, device
     torch.manual_seed(0)
-    model = TorchSSMaxTransformer(64, **SIZES[size]).eval()
-    x = torch.randn(1, T, 64)
+    model = TorchSSMaxTransformer(64, **SIZES[size]).eval().to(device())
+    x = torch.randn(1, T, 64, device=device())
+    sync = torch.cuda.synchronize if device().type == "cuda" else (lambda: None)
     with torch.no_grad():
-      model(x)
-      t0 = time.perf_counter(); model(x); seconds = time.perf_counter() - t0
-    device = f"torch {torch.__version__}, {torch.get_num_threads()} threads"
+      model(x); sync()
+      t0 = time.perf_counter(); model(x); sync(); seconds = time.perf_counter() - t0
+    device = f"torch {torch.__version__}, " + ("CUDA" if device().type == "cuda" else f"{torch.get_num_threads()} threads")
   else:
     from tinygrad import Device, Tensor
 
     import ssmax_tiny
+    from ssmax_tiny import pocl
+    pocl.use()
     Tensor.manual_seed(0)
     model = ssmax_tiny.build(64, output_mode="all", **SIZES[size])  # every position, as PyTorch computes them (with "last", tinygrad's
     x = Tensor.randn(1, T, 64).realize()              # lazy graph would compute the last layer for one query only)
@@ -105,12 +110,13 @@ def main():
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--lengths", default="1024,4096,16384,32768,65536", help="sequence lengths (default 1024,4096,16384,32768,65536)")
   p.add_argument("--frameworks", default="tinygrad,torch", help="tinygrad, torch or both (default both)")
-  p.add_argument("--out", type=Path, default=ROOT / "bench" / "long_context", help="OUT.json, OUT.md, OUT.png (default bench/long_context)")
+  p.add_argument("--out", type=Path, default=None, help="OUT.json, OUT.md, OUT.png (default runs/bench/long_context_SIZE)")
   p.add_argument("--size", choices=tuple(SIZES), default="edifice",
                  help="edifice: the Edifice default (hidden 256, 4 heads, 6 layers); lm: make lm's transformer (hidden 64, 4 heads, 2 layers)")
   p.add_argument("--keep", action="store_true", help="keep OUT.json's rows of the lengths not run now (a length re-run on its own)")
   p.add_argument("--one", default=None, help=argparse.SUPPRESS)  # framework:T, run in this process (the driver's children)
   a = p.parse_args()
+  a.out = a.out or stamp.RUNS / f"long_context_{a.size}"
   if a.one:
     fw, T = a.one.split(":")
     print(json.dumps(run_one(fw, int(T), a.size)))
@@ -118,7 +124,7 @@ def main():
   lengths = [int(t) for t in a.lengths.split(",")]
   rows = []
   if a.keep and a.out.with_suffix(".json").exists():
-    rows = [r for r in json.loads(a.out.with_suffix(".json").read_text()) if r["T"] not in lengths]
+    rows = [r for r in json.loads(a.out.with_suffix(".json").read_text())["data"] if r["T"] not in lengths]
   for T in lengths:
     for fw in a.frameworks.split(","):
       out = subprocess.run([sys.executable, __file__, "--one", f"{fw}:{T}", "--size", a.size], capture_output=True, text=True, env=os.environ)
@@ -130,13 +136,21 @@ def main():
       print(f"{fw:>8} T = {T:>6}: {r['seconds']:8.2f} s  {r['per_token_ms']:7.3f} ms/token  peak {r['peak_rss_mib']:8.0f} MiB  "
             f"({r['device']})", flush=True)
   rows.sort(key=lambda r: r["T"])  # stable: each length's frameworks in the order run
-  lines = ["| T | framework | forward s | ms per token | peak memory MiB | attention's share | notes |", "|---|---|---|---|---|---|---|"]
-  lines += [f"| {r['T']} | {r['framework']} | {r['seconds']:.2f} | {r['per_token_ms']:.3f} | {r['peak_rss_mib']:.0f} | "
-            f"{'%.0f%%' % (100 * r['attention_share']) if 'attention_share' in r else ''} | {r['device']} |" for r in rows]
+  size = SIZES[a.size]
+  lines = [f"One forward pass, every position, batch 1, {a.size} model (hidden {size['hidden_size']}, {size['num_heads']} heads, "
+           f"{size['num_layers']} layers, SSMax): tinygrad against PyTorch's scaled_dot_product_attention.", "",
+           "| T | tinygrad s | PyTorch s | tinygrad / PyTorch | tinygrad peak MiB | PyTorch peak MiB | attention's share (tinygrad) | tinygrad |",
+           "|---:|---:|---:|---:|---:|---:|---:|---|"]
+  for T in dict.fromkeys(r["T"] for r in rows):
+    t = next((r for r in rows if r["T"] == T and r["framework"] == "tinygrad"), None)
+    q = next((r for r in rows if r["T"] == T and r["framework"] == "torch"), None)
+    f = lambda r, k, fmt: format(r[k], fmt) if r is not None and k in r else "-"   # noqa: E731
+    lines.append(f"| {T:,} | {f(t, 'seconds', '.2f')} | {f(q, 'seconds', '.2f')} | "
+                 f"{'**x%.2f**' % (t['seconds'] / q['seconds']) if t and q else '-'} | {f(t, 'peak_rss_mib', '.0f')} | "
+                 f"{f(q, 'peak_rss_mib', '.0f')} | {'%.0f%%' % (100 * t['attention_share']) if t and 'attention_share' in t else '-'} | "
+                 f"{t['device'] if t else '-'} |")
   lines += time_target(rows)
-  a.out.parent.mkdir(parents=True, exist_ok=True)
-  a.out.with_suffix(".json").write_text(json.dumps(rows, indent=1))
-  a.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+  stamp.write(a.out, rows, "\n".join(lines) + "\n")
   print("\n".join(lines))
   plotted = plot(rows, a.out.with_suffix(".png"), SIZES[a.size])
   print(f"wrote {a.out.with_suffix('.json')}, {a.out.with_suffix('.md')}" + (f", {a.out.with_suffix('.png')}" if plotted else ""))

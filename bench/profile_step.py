@@ -2,9 +2,10 @@
 
   DEV=CL python bench/profile_step.py [--mode train|forward] [--length 60] [--attention ssmax] [--top 15]
 
-Runs bench/bench.py's step (TinyJit, AdamW, B = 32 at T <= 64, else 8; on CL with cl_vectorize's renderer), then replays it once with tinygrad's
-DEBUG=2, which times every kernel, and sums the times by kernel name. Kernel names are tinygrad's: r_ is a reduction
-(a matmul, a sum), E_ elementwise; the numbers are the loop sizes. GFLOP/s is tinygrad's own count over the kernel time.
+Runs bench/bench.py's step (TinyJit, AdamW, B = 32 at T <= 64, else 8; SSMAX_TINY_POCL=1: with the OpenCL-on-CPU kit),
+then replays it once with tinygrad's DEBUG=2, which times every kernel, and sums the times by kernel name. Kernel
+names are tinygrad's: r_ is a reduction (a matmul, a sum), E_ elementwise; the numbers are the loop sizes. GFLOP/s is
+tinygrad's own count over the kernel time.
 """
 import argparse
 import collections
@@ -32,8 +33,8 @@ def main():
   a = p.parse_args()
   T = a.length
   B = batch_for(T)
-  from ssmax_tiny import cl_vectorize
-  cl_vectorize.install()   # the kernels a train.Trainer renders on CL (bench.py's worker does the same)
+  from ssmax_tiny import pocl
+  pocl.use()   # SSMAX_TINY_POCL=1: the kernels the OpenCL-on-CPU kit renders
   Tensor.manual_seed(0)
   m = ssmax_tiny.build(**CONFIG, window_size=T, attention=a.attention)
   Tensor.realize(*get_parameters(m))
@@ -51,9 +52,9 @@ def main():
 
 def step_kernel_times(make_trainer) -> dict[str, list]:
   """kernel_times of a train.Trainer's step. The trainer is made and its step captured without the CL graph
-  (ssmax_tiny/cl_graph.py), whose batches DEBUG=2 would time as one; the kernels are the same."""
-  from ssmax_tiny import cl_graph
-  with cl_graph.disabled():
+  (ssmax_tiny/pocl/graph.py), whose batches DEBUG=2 would time as one; the kernels are the same."""
+  from ssmax_tiny.pocl import graph
+  with graph.disabled():
     trainer = make_trainer()
     for _ in range(3): trainer.train_step()
   tokens, targets, lr = *trainer.next_batch(), trainer.lr_input()

@@ -8,11 +8,16 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def rope(x, base=10000.0):
-  """Rotary embedding, GPT-NeoX's half-split layout (RoFormer eq. 34): x [B, H, T, Hd] at positions 0..T-1."""
+def device() -> torch.device:
+  """Where PyTorch's side of a benchmark runs: the GPU when this PyTorch has one (CUDA), else the CPU."""
+  return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def rope(x, base=10000.0, start=0):
+  """Rotary embedding, GPT-NeoX's half-split layout (RoFormer eq. 34): x [B, H, T, Hd] at positions start..start+T-1."""
   T, d = x.shape[-2], x.shape[-1]
   inv_freq = base ** (-torch.arange(0, d, 2, dtype=x.dtype, device=x.device) / d)          # (Hd/2,)
-  angle = torch.arange(T, dtype=x.dtype, device=x.device)[:, None] * inv_freq[None, :]     # (T, Hd/2)
+  angle = torch.arange(start, start + T, dtype=x.dtype, device=x.device)[:, None] * inv_freq[None, :]     # (T, Hd/2)
   cos, sin = torch.cat([angle.cos()] * 2, -1), torch.cat([angle.sin()] * 2, -1)           # (T, Hd)
   x1, x2 = x[..., : d // 2], x[..., d // 2:]
   return x * cos + torch.cat([-x2, x1], -1) * sin
@@ -35,6 +40,17 @@ class Attention(nn.Module):
     y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
     return self.out(y.transpose(1, 2).reshape(B, T, C))
 
+  def step(self, x, cache, pos: int):
+    """One position x [B, 1, C] at position pos, its key and value written into cache [2, B, H, max_len, Hd], attending to
+    the pos + 1 cached ones (a decoding step)."""
+    B, _, C = x.shape
+    q, k, v = (f(x).view(B, 1, self.heads, C // self.heads).transpose(1, 2) for f in (self.q, self.k, self.v))  # (B, H, 1, Hd)
+    if self.positional == "rope": q, k = rope(q, start=pos), rope(k, start=pos)
+    if self.attention == "ssmax": q = q * (self.ssmax.s * torch.log(torch.tensor(pos + 1.0)))
+    cache[0, :, :, pos:pos + 1], cache[1, :, :, pos:pos + 1] = k, v
+    y = F.scaled_dot_product_attention(q, cache[0, :, :, :pos + 1], cache[1, :, :, :pos + 1])
+    return self.out(y.transpose(1, 2).reshape(B, 1, C))
+
 
 class Block(nn.Module):
   def __init__(self, h, heads, dropout, attention, positional="none"):
@@ -48,6 +64,10 @@ class Block(nn.Module):
   def forward(self, x):
     x = x + self.drop(self.attn(self.ln1(x)))
     return x + self.drop(self.ffn.down(F.gelu(self.ffn.up(self.ln2(x)))))
+
+  def step(self, x, cache, pos: int):
+    x = x + self.attn.step(self.ln1(x), cache, pos)
+    return x + self.ffn.down(F.gelu(self.ffn.up(self.ln2(x))))
 
 
 class TorchSSMaxTransformer(nn.Module):
@@ -66,6 +86,12 @@ class TorchSSMaxTransformer(nn.Module):
     return self.ln_f(h)
 
   def forward(self, x): return self.hidden(x)[:, -1, :]
+
+  def step(self, x, caches: list, pos: int):
+    """A decoding step: x [B, 1, embed_dim] at position pos -> [B, hidden] (caches: one per block, see Attention.step)."""
+    h = self.input_proj(x) if self.input_proj is not None else x
+    for block, cache in zip(self.blocks, caches): h = block.step(h, cache, pos)
+    return self.ln_f(h)[:, -1, :]
 
 
 class TorchLM(nn.Module):

@@ -8,7 +8,8 @@ for real here, and every kernel they launch is built by the compiler a GPU would
 - PTX through tinygrad's PTX renderer and nvJitLink (pip: nvidia-nvjitlink-cu12), for sm_90;
 - AMD RDNA3 (gfx1100) through tinygrad's LLVM renderer and an LLVM with the AMDGPU target (Debian: libllvm19). AMD's
   own compiler library (comgr, tinygrad's HIP path) is not on PyPI; Metal needs macOS's compiler: neither is built.
-Each target runs in a fresh process with tinygrad's compile cache off (CCACHE=0), so every kernel is compiled there.
+Each job runs in a fresh process (two at a time) with tinygrad's compile cache off (CCACHE=0), so every kernel it
+launches is compiled there; a job that takes longer than --timeout is reported as not built.
 
 The jobs: the Edifice default's forward (TinyJit, B 32, T 60) and a training step written as tinygrad's examples write
 one; make lm's training step through `Trainer`, in float32 and in bfloat16; KV-cache decoding through `Decoder`
@@ -80,9 +81,10 @@ def _programs() -> dict:
   return dict(tinygrad.codegen.to_program_cache)
 
 
-def _uses_tensor_cores(prg) -> bool:
+def _tensor_core_inputs(prg) -> set[str]:
+  """The input dtypes of the kernel's tensor-core operations (WMMA), none where it uses none."""
   from tinygrad.uop.ops import Ops
-  return prg.src[1] is not None and any(u.op is Ops.WMMA for u in prg.src[1].src)
+  return {u.arg[1].name for u in (prg.src[1].src if prg.src[1] is not None else ()) if u.op is Ops.WMMA}
 
 
 def _name(prg) -> str: return re.sub(r"\x1b\[[0-9;]*m", "", prg.src[0].arg.name)
@@ -136,23 +138,61 @@ def job(name: str) -> None:
 
 
 def child(target: str, jobs: list[str]) -> None:
-  """Each job in turn in this process (what a run on the GPU would share, it shares); one JSON line per job."""
+  """The jobs in turn in this process; one JSON line per job, with the distinct kernels the job launched (the NULL
+  device's launches, recorded)."""
+  from tinygrad.runtime.ops_null import NullProgram
+  launched: set[str] = set()
+  run = NullProgram.__call__
+  NullProgram.__call__ = lambda self, *a, **k: launched.add(self.name) or run(self, *a, **k)
   for name in jobs:
-    before, t0 = _programs(), time.perf_counter()
-    error = None
+    launched.clear()
+    t0, error = time.perf_counter(), None
     try: job(name)
     except Exception as e:  # noqa: BLE001 (a job that fails is reported, and the others still run)
       error = f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
-    new = [p for k, p in _programs().items() if k not in before]
-    tc = [p for p in new if _uses_tensor_cores(p)]
-    print(json.dumps(dict(target=target, job=name, kernels=len(new), tensor_cores=len(tc), seconds=round(time.perf_counter() - t0, 1),
-                          tensor_core_kernels=sorted({_name(p) for p in tc}), error=error)), flush=True)
+    by_name = {p.src[0].arg.function_name: p for p in _programs().values()}
+    new = [by_name[n] for n in launched if n in by_name]
+    # float32 on NVIDIA's tensor cores is TF32, which tinygrad uses on a CUDA device only under ALLOW_TF32=1; its check
+    # reads the target's device (codegen/opt/postrange.py), which is NULL here, so the NULL build has TF32 kernels a GPU
+    # would not: counted apart
+    tc = [p for p in new if _tensor_core_inputs(p) - {"float"}]
+    tf32 = [p for p in new if "float" in _tensor_core_inputs(p)]
+    print(json.dumps(dict(target=target, job=name, kernels=len(new), tensor_cores=len(tc), tf32_null_only=len(tf32),
+                          seconds=round(time.perf_counter() - t0, 1), tensor_core_kernels=sorted({_name(p) for p in tc}), error=error)),
+          flush=True)
 
 
 # ---- the driver
+def run_jobs(todo: list[tuple[str, str, dict]], timeout: float) -> list[dict]:
+  """Each (target, job, environment) in a fresh process, two at a time, each stopped after `timeout` seconds."""
+  rows, running = [], []
+  while todo or running:
+    while todo and len(running) < 2:
+      target, name, env = todo.pop(0)
+      proc = subprocess.Popen([sys.executable, __file__, "--child", target, "--jobs", name], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+      running.append((target, name, proc, time.monotonic()))
+    time.sleep(0.5)
+    for item in [r for r in running if r[2].poll() is not None or time.monotonic() - r[3] > timeout]:
+      target, name, proc, t0 = item
+      running.remove(item)
+      if proc.poll() is None: proc.kill()
+      stdout, stderr = proc.communicate()
+      got = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+      if not got:
+        why = f"not built within {timeout:.0f} s" if time.monotonic() - t0 > timeout else (stderr.strip().splitlines() or ["no output"])[-1][:300]
+        got = [dict(target=target, job=name, kernels=0, tensor_cores=0, tf32_null_only=0, seconds=round(time.monotonic() - t0),
+                    tensor_core_kernels=[], error=why)]
+      for r in got: print(f"{target:12} {r['job']:20} {r['kernels']:4} kernels, {r['tensor_cores']:3} with tensor cores, {r['seconds']:6.1f} s"
+                          + (f"  FAILED: {r['error']}" if r["error"] else ""), flush=True)
+      rows += got
+  return rows
+
+
 def table(rows: list[dict], skipped: dict) -> str:
   targets = list(dict.fromkeys(r["target"] for r in rows))
-  lines = ["Kernels built by each GPU compiler, with no GPU (tinygrad's NULL device): built / with tensor cores / seconds.", "",
+  lines = ["Kernels built by each GPU compiler, with no GPU (tinygrad's NULL device): built / with tensor cores (bfloat16) / seconds.",
+           "Not counted as tensor-core kernels: float32 (TF32) ones, which the NULL build makes and a CUDA device makes only under ALLOW_TF32=1.", "",
            "| job | " + " | ".join(targets) + " |", "|---|" + "---|" * len(targets)]
   for name in dict.fromkeys(r["job"] for r in rows):
     cells = []
@@ -176,6 +216,7 @@ def main() -> int:
   p.add_argument("--targets", default=",".join(TARGETS), help=f"comma-separated, of {', '.join(TARGETS)} (default all)")
   p.add_argument("--jobs", default=",".join(JOBS), help=f"comma-separated, of {', '.join(JOBS)} (default all)")
   p.add_argument("--out", type=Path, default=Path("runs/bench/gpu_build"), help="writes OUT.json and OUT.md (default runs/bench/gpu_build)")
+  p.add_argument("--timeout", type=float, default=300, help="seconds a job may take before it is reported as not built (default 300)")
   p.add_argument("--child", default=None, help=argparse.SUPPRESS)
   args = p.parse_args()
   jobs = [j for j in args.jobs.split(",") if j]
@@ -183,23 +224,17 @@ def main() -> int:
   if args.child: child(args.child, jobs); return 0
   targets = [t for t in args.targets.split(",") if t]
   if bad := [t for t in targets if t not in TARGETS]: p.error(f"--targets: {bad[0]!r} is not one of {', '.join(TARGETS)}")
-  rows, skipped = [], {}
+  skipped, todo = {}, []
   for target in targets:
     env, why = environment(target)
     if env is None:
       skipped[target] = why
       print(f"{target}: skipped ({why})", flush=True)
-      continue
-    t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, __file__, "--child", target, "--jobs", ",".join(jobs)], env=env, capture_output=True, text=True)
-    got = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
-    if proc.returncode != 0 and len(got) < len(jobs):
-      got.append(dict(target=target, job="(process)", kernels=0, tensor_cores=0, seconds=0, tensor_core_kernels=[],
-                      error=(proc.stderr.strip().splitlines() or ["no output"])[-1][:300]))
-    rows += got
-    for r in got: print(f"{target:12} {r['job']:20} {r['kernels']:4} kernels, {r['tensor_cores']:3} with tensor cores, {r['seconds']:6.1f} s"
-                        + (f"  FAILED: {r['error']}" if r["error"] else ""), flush=True)
-    print(f"{target}: {time.perf_counter() - t0:.0f} s", flush=True)
+    else: todo += [(target, name, env) for name in jobs]
+  t_start = time.perf_counter()
+  rows = run_jobs(todo, args.timeout)
+  rows.sort(key=lambda r: (targets.index(r["target"]), JOBS.index(r["job"])))
+  print(f"all targets: {time.perf_counter() - t_start:.0f} s", flush=True)
   md = table(rows, skipped)
   args.out.parent.mkdir(parents=True, exist_ok=True)
   args.out.with_suffix(".json").write_text(json.dumps(dict(rows=rows, skipped=skipped), indent=1))

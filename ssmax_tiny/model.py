@@ -298,15 +298,28 @@ def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, causal: 
   idea of PyTorch's FlexAttention `score_mod`); `scale` multiplies each row's scores (a per-row temperature).
 
   The scores and the softmax are float32 whatever q's dtype (q k^T accumulates in float32); the weights meet v in v's
-  dtype. As tinygrad's Tensor.scaled_dot_product_attention, but for one change: the weights are realised before they
-  meet v, or tinygrad fuses exp(z - max) / sum into the product with v and recomputes it for every column of the output."""
-  scores = q.matmul(k.transpose(-2, -1), dtype=dtypes.float32) / math.sqrt(q.shape[-1])   # (B, H, T, T_k)
+  dtype. As tinygrad's Tensor.scaled_dot_product_attention, but the weights are realised before they meet v (left lazy,
+  tinygrad fuses exp(z - max) / sum into the product with v and recomputes it for every column of the output). At
+  inference the division comes after the product, (exp(z - max) @ v) / sum, so that each kernel reads the realised scores
+  once and exp runs once per score; and k^T is copied so that both products read their right operand along its rows."""
+  kt = k.transpose(-2, -1)                                                             # (B, H, Hd, T_k)
+  return _attend(q, kt if TRAINING else kt.contiguous(), v, mask, causal, start_pos, score_mod, lengths, scale)
+
+
+def _attend(q: Tensor, kt: Tensor, v: Tensor, mask, causal, start_pos, score_mod, lengths, scale) -> Tensor:
+  """`attend` with k^T [B, H, Hd, T_k] given."""
+  scores = q.matmul(kt, dtype=dtypes.float32) / math.sqrt(q.shape[-1])               # (B, H, T, T_k)
   if scale is not None: scores = scores * scale
   if score_mod is not None or lengths is not None: q_pos, k_pos = positions(scores.shape[-2], scores.shape[-1], start_pos)
   if score_mod is not None: scores = score_mod(scores, q_pos, k_pos)
   if causal and (cm := causal_mask(scores, start_pos)) is not None: mask = cm if mask is None else cm & mask
   if lengths is not None: mask = padding_mask(lengths, q_pos, k_pos) if mask is None else mask & padding_mask(lengths, q_pos, k_pos)
-  return masked_softmax(scores, mask).cast(v.dtype).contiguous() @ v               # (B, H, T, T_k) @ (B, H, T_k, Hd)
+  if TRAINING: return masked_softmax(scores, mask).cast(v.dtype).contiguous() @ v   # (B, H, T, T_k) @ (B, H, T_k, Hd)
+  z = (scores if mask is None else mask.where(scores, -math.inf)).contiguous()     # (B, H, T, T_k)
+  top = z.max(-1, keepdim=True)
+  e = (z - (top == -math.inf).where(0.0, top)).exp().contiguous()                   # a row that allows no key: all zeros
+  total = e.sum(-1, keepdim=True)
+  return (e.cast(v.dtype).matmul(v, dtype=dtypes.float32) / (total == 0).where(1.0, total)).cast(v.dtype)
 
 
 # Scores one block of queries may hold at inference before the queries are split into blocks: 2^26 floats, 256 MiB in
@@ -330,7 +343,7 @@ def attend_blocked(q: Tensor, k: Tensor, v: Tensor, query_block: int, start_pos:
   result is the same; a block's queries see no key after its last row, so the keys are cut near there. Realising breaks the
   autograd graph: inference and prefill only."""
   B, H, T, Hd = q.shape
-  q, k, v = (t.contiguous().realize() for t in (q, k, v))  # computed once, read by every block
+  q, kt, v = (t.contiguous().realize() for t in (q, k.transpose(-2, -1), v))  # computed once, read by every block (kt: see attend)
   # each distinct number of keys is a new shape with new kernels: cut the keys at a multiple of `step` (the causal mask
   # hides the extra ones), so that at most 8 shapes are compiled
   step = query_block * math.ceil(math.ceil(T / query_block) / 8)
@@ -345,8 +358,7 @@ def attend_blocked(q: Tensor, k: Tensor, v: Tensor, query_block: int, start_pos:
       keys = start_pos + (c1 if c1 - c0 == 1 else min(T, math.ceil(c1 / step) * step))
       q_block = q.shrink(((0, B), (0, H), (c, c + c1 - c0), (0, Hd)))              # (B, H, c1 - c0, Hd)
       s_block = None if scale is None else scale.shrink(((c, c + c1 - c0), (0, 1)))  # (c1 - c0, 1)
-      blocks.append(attend(q_block, k[:, :, :keys], v[:, :, :keys], causal=True, start_pos=start_pos + c,
-                           score_mod=score_mod, lengths=lengths, scale=s_block).realize())
+      blocks.append(_attend(q_block, kt[:, :, :, :keys], v[:, :, :keys], None, True, start_pos + c, score_mod, lengths, s_block).realize())
   return Tensor.cat(*blocks, dim=2)                                                 # (B, H, T, Hd)
 
 

@@ -34,6 +34,7 @@ def test_train_loop_runs_and_learns():
 
 
 @pytest.mark.fast
+@pytest.mark.loop
 @pytest.mark.parametrize("which", ["build", "LanguageModel"])
 def test_a_loop_written_as_tinygrads_examples_write_it_trains_our_models(which):
   # the batch drawn by tinygrad's RNG after the model is built: lazily drawn parameters once read the counter's newer
@@ -63,3 +64,13 @@ def test_a_loop_written_as_tinygrads_examples_write_it_trains_our_models(which):
   losses = [step(x, y).item() for _ in range(4)]   # call 0 eager, 1 capture, 2 and 3 replay
   assert all(np.isfinite(losses)) and losses[-1] < losses[0]
   assert any((p.numpy() != w).any() for p, w in zip(nn.state.get_parameters(model), weights))
+
+
+@pytest.mark.slow   # the loop trains 60 steps: 40 s
+def test_readme_python_runs_as_written():
+  import re
+  code = "\n".join(re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S))   # in order: the first imports
+  assert "TinyJit" in code and "build(" in code
+  out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=600)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert "(8, 64) [[1.0], [1.0]]" in out.stdout

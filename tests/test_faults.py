@@ -10,6 +10,9 @@ import pytest
 
 from ssmax_tiny import checkpoint
 
+# one worker runs the module (make test: --dist loadgroup), so the trained fixture is trained once
+pytestmark = pytest.mark.xdist_group("faults")
+
 ROOT = Path(__file__).parent.parent
 SMALL = ["--hidden", "16", "--heads", "2", "--layers", "1", "--train-length", "12", "--batch-size", "8", "--no-progress"]
 

@@ -114,7 +114,7 @@ def test_bad_query_block_is_refused(bad):
 
 
 def _peak(*args):
-  out = subprocess.run([sys.executable, "bench/long_sequence.py", "--T", "4096", *args], cwd=ROOT, capture_output=True, text=True,
+  out = subprocess.run([sys.executable, "tests/memory_probe.py", "--T", "4096", *args], cwd=ROOT, capture_output=True, text=True,
                        timeout=600, env={**os.environ, "DEV": "CPU"})
   assert out.returncode == 0, out.stderr
   r = json.loads(out.stdout.strip().splitlines()[-1])

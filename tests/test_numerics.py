@@ -57,7 +57,7 @@ def test_long_sequence_memory_stays_within_readme_bound():
   # block, so one attention matrix (128 MiB) is alive at a time, whatever the layers: measured 2.13 matrices above the
   # memory it started with at 1, 2 and 3 layers (one forward pass as one schedule held one per layer plus one: 3.15 at 2).
   # On the CPU device, whose buffers live in this process (PoCL also compiles in-process, which adds noise)
-  out = subprocess.run([sys.executable, "bench/long_sequence.py", "--T", "4096", "--layers", "3"], cwd=ROOT, capture_output=True,
+  out = subprocess.run([sys.executable, "tests/memory_probe.py", "--T", "4096", "--layers", "3"], cwd=ROOT, capture_output=True,
                        text=True, timeout=600, env={**os.environ, "DEV": "CPU"})
   assert out.returncode == 0, out.stderr
   r = json.loads(out.stdout.strip().splitlines()[-1])

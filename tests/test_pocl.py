@@ -19,6 +19,7 @@ import ssmax_tiny as st
 from ssmax_tiny import pocl
 from ssmax_tiny.pocl import graph, vectorize
 
+pytestmark = pytest.mark.kit
 ON_CL_CPU = Device.DEFAULT.split(":")[0] == "CL" and vectorize.on_cpu(Device.DEFAULT)
 cl_cpu = pytest.mark.skipif(not ON_CL_CPU, reason="the kit's kernels are for tinygrad's OpenCL device on a CPU (DEV=CL)")
 ONE_LAYER = {**TINY, "num_layers": 1}
@@ -225,3 +226,36 @@ def test_decoding_through_the_graph_equals_kernel_by_kernel(monkeypatch):
       pocl.uninstall()
   assert any(g.vars for g in replays), "no decoding step replayed through the graph with its position bound"
   for a, b in zip(steps[False], steps[True]): np.testing.assert_array_equal(a, b)
+
+
+@cl_cpu
+def test_batched_products_get_the_tile_and_long_row_reductions_no_work_groups():
+  # the attention's shapes at inference: [B, H, C, d] x [B, H, d, T_k] (k^T copied) and [B, H, C, T_k] x [B, H, T_k, d], and
+  # the row max and sum over T_k keys. The tile shows in the kernel's name (_6_16_), a work-group split in its source
+  # (__local memory for the partial sums): plain tinygrad splits these reductions, the kit does not
+  rng = np.random.default_rng(5)
+  q, kt = rng.standard_normal((1, 4, 96, 16), dtype=np.float32), rng.standard_normal((1, 4, 16, 2048), dtype=np.float32)
+  v = rng.standard_normal((1, 4, 2048, 16), dtype=np.float32)
+
+  def attention_parts():
+    def new_since(before): return [p for key, p in tinygrad.codegen.to_program_cache.items() if key not in before]
+    before = set(tinygrad.codegen.to_program_cache)
+    s = (Tensor(q) @ Tensor(kt)).contiguous().realize()
+    o = (s @ Tensor(v)).realize()
+    products, before = new_since(before), set(tinygrad.codegen.to_program_cache)
+    m, total = s.max(-1), s.exp().sum(-1)
+    Tensor.realize(m, total)
+    return [t.numpy() for t in (s, m, total, o)], [p.src[0].arg.function_name for p in products], [p.src[2].arg for p in new_since(before)]
+  pocl.uninstall()
+  _, _, plain = attention_parts()
+  assert plain and all("__local" in src for src in plain), "plain tinygrad did not split the reductions: the test would compare nothing"
+  pocl.install()
+  (s_, m_, total_, o_), names, reductions = attention_parts()
+  assert any("_6_16_16" in n for n in names) and any("_6_16_2048" in n for n in names), names   # both products tiled
+  assert len(reductions) == 2 and not any("__local" in src for src in reductions)
+  exact_s = q.astype(np.float64) @ kt.astype(np.float64)
+  assert (np.abs(s_ - exact_s) <= 16 * np.finfo(np.float32).eps * (np.abs(q).astype(np.float64) @ np.abs(kt))).all()
+  np.testing.assert_array_equal(m_, s_.max(-1))
+  np.testing.assert_allclose(total_, np.exp(s_.astype(np.float64)).sum(-1), rtol=2048 * np.finfo(np.float32).eps)
+  exact_o = s_.astype(np.float64) @ v.astype(np.float64)
+  assert (np.abs(o_ - exact_o) <= 2048 * np.finfo(np.float32).eps * (np.abs(s_).astype(np.float64) @ np.abs(v))).all()

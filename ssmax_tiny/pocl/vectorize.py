@@ -26,7 +26,7 @@ import inspect
 import tinygrad.codegen
 import tinygrad.codegen.late.coalesce as coalesce
 import tinygrad.codegen.opt.heuristic as heuristic
-from tinygrad import Device, dtypes
+from tinygrad import Context, Device, dtypes
 from tinygrad.codegen.opt import Opt, OptOps
 from tinygrad.helpers import prod
 from tinygrad.renderer.cstyle import OpenCLRenderer
@@ -102,27 +102,63 @@ def _unit_stride(index: UOp, rng: UOp) -> bool:
 
 
 def matmul_tile(k):
-  """The schedule a plain matmul C[M, N] = sum_K A[M, K] B[K, N] gets on TilingOpenCLRenderer: each work-item computes
-  rows x 16 outputs (UPCAST of M by rows, N by 16), no work-groups; None for any other kernel. B's and C's rows are read
-  and written as float8s, and the multiply-adds run 8 wide (AVX2). Plain: three axes (M, N global, K reduced), a sum of
-  products, N the innermost axis of C and of every buffer read along it (elementwise work fused into A stays as it is),
-  M divisible by one of TILE_ROWS, N by 16, M * N * K at least TILE_MIN_WORK."""
-  if k.axis_types != [AxisType.GLOBAL, AxisType.GLOBAL, AxisType.REDUCE] or prod(k.full_shape) < TILE_MIN_WORK: return None
+  """The schedule a plain matmul C[M, N] = sum_K A[M, K] B[K, N] (or a batch of them, the attention's) gets on
+  TilingOpenCLRenderer: each work-item computes rows x 16 outputs (UPCAST of M by rows, N by 16), no work-groups; None for
+  any other kernel. B's and C's rows are read and written as float8s, and the multiply-adds run 8 wide (AVX2). Plain:
+  global axes (batch..., M, N) then one reduced (K), a sum of products, N the innermost axis of C and of every buffer read
+  along it (elementwise work fused into A stays as it is), M divisible by one of TILE_ROWS, N by 16, the work at least
+  TILE_MIN_WORK."""
+  g = len(k.axis_types) - 1
+  if g < 2 or k.axis_types != [AxisType.GLOBAL] * g + [AxisType.REDUCE] or prod(k.full_shape) < TILE_MIN_WORK: return None
   if (red := k.reduceop) is None or red.arg[0] is not Ops.ADD or red.src[0].op is not Ops.MUL: return None
-  m, n, _ = k.full_shape
-  n_rng = k.rngs[1]
+  m, n = k.full_shape[g - 2], k.full_shape[g - 1]
+  n_rng = k.rngs[g - 1]
   along_n = [b for b in k.bufs if n_rng in b.src[1].get_idx().backward_slice]   # C and B (elementwise inputs fused in too)
   if len(along_n) < 2 or not all(_unit_stride(b, n_rng) for b in along_n) or n % TILE_COLS: return None
   rows = next((r for r in TILE_ROWS if m % r == 0), None)
   if rows is None: return None
   k = k.copy()
-  for opt in (Opt(OptOps.UPCAST, 0, rows), Opt(OptOps.UPCAST, 1, TILE_COLS)): k.apply_opt(opt)
+  for opt in (Opt(OptOps.UPCAST, g - 2, rows), Opt(OptOps.UPCAST, g - 1, TILE_COLS)): k.apply_opt(opt)
+  return k
+
+
+ROWS_MIN, ROW_MIN = 256, 1024   # a long row reduction: at least this many outputs, each over at least this many values
+
+
+def row_reduction(k):
+  """A long row reduction (the attention's max and sum over keys at long context) on TilingOpenCLRenderer: tinygrad's
+  heuristics without their work-group split. They split a reduction across a work-group of 16 (GROUPTOP) whenever its
+  output has at most 2048 elements, and PoCL runs a work-group on one core; with NOLOCALS (tinygrad's own switch) they
+  do not. None for any other kernel, which keeps tinygrad's heuristics as they are."""
+  if (red := k.reduceop) is None or red.src[0].op is Ops.MUL or AxisType.REDUCE not in k.axis_types: return None
+  reduced = prod(s for s, t in zip(k.full_shape, k.axis_types) if t is AxisType.REDUCE)
+  if reduced < ROW_MIN or prod(k.full_shape) // reduced < ROWS_MIN: return None
+  with Context(NOLOCALS=1): return TINYGRAD_HEURISTICS(k)
+
+
+ELEMENTWISE_MIN = 1 << 20   # elements (a megafloat): the attention's scores and exp, and a training step's largest activations
+
+
+def elementwise(k):
+  """A large elementwise kernel (the exp over the attention's scores at long context) on TilingOpenCLRenderer: 8
+  neighbouring elements per work-item along the innermost axis (float8 loads and stores, and RULE makes exp2 one call on
+  a float8), no work-groups. tinygrad's heuristics give such kernels work-groups of 8 x 16 and an upcast of 3 or 4 by the
+  shape, which PoCL runs on one core each, per lane. None for any other kernel."""
+  if AxisType.REDUCE in k.axis_types or not k.axis_types or prod(k.full_shape) < ELEMENTWISE_MIN: return None
+  axis = len(k.full_shape) - 1
+  if k.full_shape[axis] % 8 or not all(_unit_stride(b, k.rngs[axis]) for b in k.bufs if k.rngs[axis] in b.src[1].get_idx().backward_slice):
+    return None
+  k = k.copy()
+  for opt in (Opt(OptOps.NOLOCALS), Opt(OptOps.UPCAST, axis, 8)): k.apply_opt(opt)
   return k
 
 
 def _heuristics(k):
-  """matmul_tile's schedule for the plain matmuls of TilingOpenCLRenderer's kernels, tinygrad's heuristics otherwise."""
-  if isinstance(k.ren, TilingOpenCLRenderer) and (tiled := matmul_tile(k)) is not None: return tiled
+  """matmul_tile's, row_reduction's or elementwise's schedule for TilingOpenCLRenderer's kernels, tinygrad's heuristics
+  otherwise."""
+  if isinstance(k.ren, TilingOpenCLRenderer):
+    for schedule in (matmul_tile, row_reduction, elementwise):
+      if (scheduled := schedule(k)) is not None: return scheduled
   return TINYGRAD_HEURISTICS(k)
 
 
