@@ -278,7 +278,7 @@ def main() -> int:
   else: results["torch"] = dict(skipped="not run: no tinygrad device ran, so there are no shared weights to check parity with")
   state_file.unlink(missing_ok=True)
   table = report(results)
-  stamp.write(args.out, results, table)
+  stamp.write(args.out, results, table, device_line=", ".join(dev["device"] for dev in results["tinygrad"]) or None)
   print(table)
   if isinstance(results["torch"], dict) and results["torch"].get("parity_ok") is False:
     print("PyTorch parity FAILED", file=sys.stderr)

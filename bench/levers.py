@@ -214,7 +214,7 @@ def main():
     f"| training step | {statistics.median(times[alt]):.3f} | {statistics.median(times[lever]):.3f} | "
     f"**x{ratio['median']:.3f}** ({ratio['q1']:.3f} to {ratio['q3']:.3f}) |", "",
     "First losses: " + "; ".join(f"{n} " + ", ".join(f"{v:.6f}" for v in ls) for n, ls in losses.items()), ""])
-  stamp.write(out, results, md)
+  stamp.write(out, results, md, device_line=f"{Device.DEFAULT}, each side as the table names it")
   print(md)
 
 

@@ -286,7 +286,7 @@ def main() -> int:
   results["torch"] = torch_side(args, state_file) if state_file.exists() else dict(skipped="no float32 tinygrad run to check parity with")
   state_file.unlink(missing_ok=True)
   md = report(results)
-  stamp.write(args.out, results, md)
+  stamp.write(args.out, results, md, device_line=", ".join(dict.fromkeys(dev["device"] for dev in results["tinygrad"])) or None)
   print(md)
   return 1 if results["torch"].get("parity_ok") is False else 0
 

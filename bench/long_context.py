@@ -150,7 +150,7 @@ def main():
                  f"{f(q, 'peak_rss_mib', '.0f')} | {'%.0f%%' % (100 * t['attention_share']) if t and 'attention_share' in t else '-'} | "
                  f"{t['device'] if t else '-'} |")
   lines += time_target(rows)
-  stamp.write(a.out, rows, "\n".join(lines) + "\n")
+  stamp.write(a.out, rows, "\n".join(lines) + "\n", device_line=", ".join(dict.fromkeys(r["device"] for r in rows)))
   print("\n".join(lines))
   plotted = plot(rows, a.out.with_suffix(".png"), SIZES[a.size])
   print(f"wrote {a.out.with_suffix('.json')}, {a.out.with_suffix('.md')}" + (f", {a.out.with_suffix('.png')}" if plotted else ""))

@@ -52,18 +52,18 @@ def device() -> str:
   return f"{name}" + (" with the OpenCL-on-CPU kit" if pocl.installed() else " (plain tinygrad)")
 
 
-def stamp(command: str | None = None) -> dict:
+def stamp(command: str | None = None, device_line: str | None = None) -> dict:
   return dict(command=command or "python " + " ".join([os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:]), commit=commit(),
-              tinygrad=version("tinygrad"), device=device(), machine=machine(), date=datetime.date.today().isoformat())
+              tinygrad=version("tinygrad"), device=device_line or device(), machine=machine(), date=datetime.date.today().isoformat())
 
 
 def header(s: dict) -> str:
   return (f"Command: `{s['command']}`  \nCommit {s['commit']}, tinygrad {s['tinygrad']}, {s['device']}; {s['machine']}; {s['date']}.\n\n")
 
 
-def write(out: Path, data, md: str, command: str | None = None) -> tuple[Path, Path]:
+def write(out: Path, data, md: str, command: str | None = None, device_line: str | None = None) -> tuple[Path, Path]:
   """OUT.json ({"stamp", "data"}) and OUT.md (the stamp, then md)."""
-  s = stamp(command)
+  s = stamp(command, device_line)
   out.parent.mkdir(parents=True, exist_ok=True)
   out.with_suffix(".json").write_text(json.dumps(dict(stamp=s, data=data), indent=1))
   out.with_suffix(".md").write_text(header(s) + md)

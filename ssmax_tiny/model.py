@@ -30,6 +30,7 @@ masks, `attend`, `attend_blocked`, `SSMaxAttention`); 4. `FeedForward`, `Transfo
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import asdict, dataclass, fields, replace
 from typing import NamedTuple
@@ -303,7 +304,8 @@ def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, causal: 
   inference the division comes after the product, (exp(z - max) @ v) / sum, so that each kernel reads the realised scores
   once and exp runs once per score; and k^T is copied so that both products read their right operand along its rows."""
   kt = k.transpose(-2, -1)                                                             # (B, H, Hd, T_k)
-  return _attend(q, kt if TRAINING else kt.contiguous(), v, mask, causal, start_pos, score_mod, lengths, scale)
+  # copied for several queries only: a decoding step's one query reads the cache's keys row by row as they are
+  return _attend(q, kt if TRAINING or q.shape[-2] == 1 else kt.contiguous(), v, mask, causal, start_pos, score_mod, lengths, scale)
 
 
 def _attend(q: Tensor, kt: Tensor, v: Tensor, mask, causal, start_pos, score_mod, lengths, scale) -> Tensor:
@@ -326,6 +328,9 @@ def _attend(q: Tensor, kt: Tensor, v: Tensor, mask, causal, start_pos, score_mod
 # float32 (at 4 heads, batch 1: the whole matrix up to T = 4096, then 2048 queries at a time at 8192, 256 at 65,536).
 SCORE_BUDGET = 1 << 26
 LAYER_SCORES = 1 << 22  # one layer's scores above which an inference forward realises block by block (16 MiB; `hidden`)
+# what surrounds such a forward: nothing here; the OpenCL-on-CPU kit's install() sets it to give PoCL's freed host memory
+# back to the system while the blocks' sizes change (ssmax_tiny/pocl/memory.py), and uninstall() sets it back
+inference_memory = contextlib.nullcontext
 
 
 def default_query_block(batch: int, heads: int, T: int, T_k: int) -> int:
@@ -357,7 +362,9 @@ def attend_blocked(q: Tensor, k: Tensor, v: Tensor, query_block: int, start_pos:
       # row c1 - 1 sees keys 0..start_pos + c1 - 1; more are cut off by the causal mask, which a one-row block has not
       keys = start_pos + (c1 if c1 - c0 == 1 else min(T, math.ceil(c1 / step) * step))
       q_block = q.shrink(((0, B), (0, H), (c, c + c1 - c0), (0, Hd)))              # (B, H, c1 - c0, Hd)
-      s_block = None if scale is None else scale.shrink(((c, c + c1 - c0), (0, 1)))  # (c1 - c0, 1)
+      # the rows' scale: (T, 1), (H, T, 1) with one s per head, or (B, 1, 1, 1) (sequence mode with lengths), rows second last
+      s_block = scale if scale is None or scale.shape[-2] == 1 else \
+        scale.shrink(tuple((0, n) for n in scale.shape[:-2]) + ((c, c + c1 - c0), (0, 1)))   # (..., c1 - c0, 1)
       blocks.append(_attend(q_block, kt[:, :, :, :keys], v[:, :, :keys], None, True, start_pos + c, score_mod, lengths, s_block).realize())
   return Tensor.cat(*blocks, dim=2)                                                 # (B, H, T, Hd)
 
@@ -618,11 +625,12 @@ class SSMaxTransformer:
     # (held_bufs, tinygrad/schedule/__init__.py): one per layer. At inference with large scores, each block's output is
     # realised before the next block runs, so that one layer's matrix is alive at a time (docs/long-context.md)
     by_layer = query_block is not None and x.shape[0] * self.config.num_heads * x.shape[1] * (start_pos + x.shape[1]) > LAYER_SCORES
-    for i, (block, layer_cache) in enumerate(zip(self.blocks, layer_caches)):
-      h = block(h, start_pos, layer_cache, fold_scale, query_block, lengths, weights)
-      if i < len(self.blocks) - 1: h = h.dropout(self.config.dropout)  # between blocks, not after the last
-      if by_layer: h = h.realize()
-    return self.ln_f(h).realize() if by_layer else self.ln_f(h)
+    with inference_memory() if by_layer else contextlib.nullcontext():
+      for i, (block, layer_cache) in enumerate(zip(self.blocks, layer_caches)):
+        h = block(h, start_pos, layer_cache, fold_scale, query_block, lengths, weights)
+        if i < len(self.blocks) - 1: h = h.dropout(self.config.dropout)  # between blocks, not after the last
+        if by_layer: h = h.realize()
+      return self.ln_f(h).realize() if by_layer else self.ln_f(h)
 
   @staticmethod
   def check_lengths(lengths, batch: int, T: int) -> Tensor | None:

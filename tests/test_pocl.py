@@ -3,6 +3,7 @@ own functions back, and what it installs computes what tinygrad computes: exp wi
 float32 argument (kernels rendered in tinygrad's worker processes too), the GELU within a few ulps, products within
 float32's bound of float64, and training steps and decoding through the CL graph equal to the bit. The kernel tests run
 on tinygrad's OpenCL device on a CPU (make test's DEV=CL run)."""
+import contextlib
 import importlib.metadata
 
 import numpy as np
@@ -17,7 +18,7 @@ from tinygrad.nn.state import get_parameters, get_state_dict
 
 import ssmax_tiny as st
 from ssmax_tiny import pocl
-from ssmax_tiny.pocl import graph, vectorize
+from ssmax_tiny.pocl import graph, memory, vectorize
 
 pytestmark = pytest.mark.kit
 ON_CL_CPU = Device.DEFAULT.split(":")[0] == "CL" and vectorize.on_cpu(Device.DEFAULT)
@@ -48,11 +49,12 @@ def test_uninstall_gives_tinygrad_its_own_functions_back():
   assert installed == pocl.targets() and (installed != []) == ON_CL_CPU   # nothing on the CPU device, CUDA, an OpenCL GPU
   if ON_CL_CPU:
     assert Device[Device.DEFAULT].renderers[0] is vectorize.TilingOpenCLRenderer and Device[Device.DEFAULT].graph is graph.CLGraph
-    assert tinygrad.codegen.memory_coalescing is not vectorize.TINYGRAD_COALESCING
+    assert tinygrad.codegen.memory_coalescing is not vectorize.TINYGRAD_COALESCING and st.model.inference_memory is memory.returned
   pocl.install()                                                           # twice: one renderer, one graph
   assert sum(r in vectorize.RENDERERS for n in installed for r in Device[n].renderers) == len(installed)
   pocl.uninstall()
   assert (tinygrad.codegen.memory_coalescing, heuristic.hand_coded_optimizations) == (vectorize.TINYGRAD_COALESCING, vectorize.TINYGRAD_HEURISTICS)
+  assert st.model.inference_memory is contextlib.nullcontext
   for n in installed:
     assert not any(r in vectorize.RENDERERS for r in Device[n].renderers) and Device[n].graph is None
 
@@ -207,6 +209,20 @@ def test_training_steps_through_the_graph_equal_kernel_by_kernel_to_the_bit():
   assert plain == graphed
   for k in plain_w: np.testing.assert_array_equal(plain_w[k], graph_w[k], err_msg=k)
   assert len(set(plain)) == len(plain)   # each call saw its own input and moved the weights
+
+
+@cl_cpu
+def test_decoding_after_a_long_cache_keeps_tinygrads_heuristics_for_its_symbolic_kernels():
+  # a step's keys number start_pos + 1, a bound Variable up to max_len: the kit's schedules, which compare sizes with their
+  # thresholds, leave such kernels to tinygrad (2,000 positions: the thresholds fall inside the Variable's range)
+  pocl.install()
+  model = st.build(16, **{**ONE_LAYER, "hidden_size": 32}, output_mode="all")
+  dec = st.Decoder(model, batch_size=1, max_len=2048)
+  for layer in dec.cache.layers: layer.assign(Tensor.randn(*layer.shape)).realize()
+  dec.pos = 2000
+  x = Tensor.randn(1, 1, 16).realize()
+  steps = [dec.step(x).numpy() for _ in range(3)]   # eager, capture, replay
+  assert all(np.isfinite(s).all() for s in steps)
 
 
 @cl_cpu

@@ -111,3 +111,13 @@ def test_dtype_is_an_option_of_the_command_line_and_the_config():
   assert model_config(args, "ssmax").dtype == "bfloat16"
   assert replace(st.SSMaxConfig(embed_dim=8), dtype="bfloat16").to_dict()["dtype"] == "bfloat16"
   assert "dtype" not in st.SSMaxConfig(embed_dim=8).to_dict()   # at its default, left out of a sweep cell's name
+
+
+def test_bfloat16_queries_in_blocks_equal_the_materialised_attention():
+  model = _lm("bfloat16", per_head=True, learn_bias=True)
+  blocked = st.with_options(model, query_block=5)                                # 12 queries in blocks of 5: not a divisor
+  tokens = Tensor(np.random.default_rng(3).integers(0, 256, (2, 12)).astype(np.int32))
+  want, got = model(tokens).numpy(), blocked(tokens).numpy()
+  # the same roundings to bfloat16 on both paths; only the float32 sums' order differs, which can move a rounding by one
+  # bfloat16 step (2 U) and carry it through the layer
+  np.testing.assert_allclose(got, want, rtol=0, atol=8 * U * np.abs(want).max())

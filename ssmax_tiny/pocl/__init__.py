@@ -5,7 +5,8 @@ CPU device uses one, and this kit makes it faster there (docs/speed.md has each 
 - `vectorize`: float arithmetic on whole vectors, float8 loads and stores, and a matmul tile, as OpenCL renderers;
 - `graph`: a TinyJit graph runner for CL, so a replay launches its kernels from one loop;
 - `tuning`: `make tune`'s BEAM-searched kernels, read back when a Trainer captures a searched step;
-- `memory`: host memory given back during long-context inference (glibc; PoCL allocates with malloc).
+- `memory`: host memory given back during long-context inference (glibc; PoCL allocates with malloc), through
+  `model.inference_memory`, the one hook of ssmax_tiny's own that the kit sets.
 
 Nothing here runs on import. `install()` puts it in place for the CL devices among `devices` that are CPUs and does
 nothing anywhere else (CPU, CUDA, Metal, AMD, an OpenCL GPU); `uninstall()` gives tinygrad its own functions back. The
@@ -22,7 +23,8 @@ from importlib.metadata import version
 
 from tinygrad import Device
 
-from ssmax_tiny.pocl import graph, vectorize
+from ssmax_tiny import model
+from ssmax_tiny.pocl import graph, memory, vectorize
 
 SWITCH = "SSMAX_TINY_POCL"
 TINYGRAD = "0.14.0"
@@ -56,6 +58,7 @@ def install(devices=None) -> list[str]:
   # PoCL compiles tinygrad's kernels with clang and prints "1 warning generated." for many; -w silences its compiler only
   os.environ.setdefault("POCL_EXTRA_BUILD_FLAGS", "-w")
   vectorize.patch()
+  model.inference_memory = memory.returned
   for name in names:
     vectorize.use(name)
     if name not in _installed:
@@ -72,6 +75,7 @@ def uninstall() -> None:
     Device[name].graph = before
   _installed.clear()
   vectorize.unpatch()
+  model.inference_memory = contextlib.nullcontext
 
 
 def installed(devices=None) -> bool:

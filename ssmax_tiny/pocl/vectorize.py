@@ -154,9 +154,9 @@ def elementwise(k):
 
 
 def _heuristics(k):
-  """matmul_tile's, row_reduction's or elementwise's schedule for TilingOpenCLRenderer's kernels, tinygrad's heuristics
-  otherwise."""
-  if isinstance(k.ren, TilingOpenCLRenderer):
+  """matmul_tile's, row_reduction's or elementwise's schedule for TilingOpenCLRenderer's kernels of fixed shape, tinygrad's
+  heuristics otherwise (a decoding step's kernels have a symbolic number of keys)."""
+  if isinstance(k.ren, TilingOpenCLRenderer) and all(isinstance(s, int) for s in k.full_shape):
     for schedule in (matmul_tile, row_reduction, elementwise):
       if (scheduled := schedule(k)) is not None: return scheduled
   return TINYGRAD_HEURISTICS(k)
