@@ -20,8 +20,10 @@ RUNS = ROOT / "runs" / "bench"
 def commit() -> str:
   try:
     sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    return sha + (" (with uncommitted changes)" if dirty else "")
+    # changes that can move a result: the package, the benchmarks and scripts, the pins (not docs, not stored results)
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "ssmax_tiny", "bench/*.py", "bench/*.sh",
+                            "scripts", "pyproject.toml", "Makefile"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    return sha + (" (with uncommitted changes to the code)" if dirty else "")
   except (OSError, subprocess.CalledProcessError):
     return "unknown (not a git checkout)"
 
