@@ -180,9 +180,10 @@ def run_jobs(todo: list[tuple[str, str, dict]], timeout: float) -> list[dict]:
       stdout, stderr = proc.communicate()
       got = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
       if not got:
-        why = f"not built within {timeout:.0f} s" if time.monotonic() - t0 > timeout else (stderr.strip().splitlines() or ["no output"])[-1][:300]
+        timed_out = time.monotonic() - t0 > timeout
+        why = f"not built within {timeout:.0f} s" if timed_out else (stderr.strip().splitlines() or ["no output"])[-1][:300]
         got = [dict(target=target, job=name, kernels=0, tensor_cores=0, tf32_null_only=0, seconds=round(time.monotonic() - t0),
-                    tensor_core_kernels=[], error=why)]
+                    tensor_core_kernels=[], error=why, timed_out=timed_out)]
       for r in got: print(f"{target:12} {r['job']:20} {r['kernels']:4} kernels, {r['tensor_cores']:3} with tensor cores, {r['seconds']:6.1f} s"
                           + (f"  FAILED: {r['error']}" if r["error"] else ""), flush=True)
       rows += got
@@ -236,11 +237,14 @@ def main() -> int:
   rows.sort(key=lambda r: (targets.index(r["target"]), JOBS.index(r["job"])))
   print(f"all targets: {time.perf_counter() - t_start:.0f} s", flush=True)
   md = table(rows, skipped)
-  args.out.parent.mkdir(parents=True, exist_ok=True)
-  args.out.with_suffix(".json").write_text(json.dumps(dict(rows=rows, skipped=skipped), indent=1))
-  args.out.with_suffix(".md").write_text(md)
+  sys.path.insert(0, str(Path(__file__).parent.parent / "bench"))
+  import stamp
+  stamp.write(args.out, dict(rows=rows, skipped=skipped), md, device_line="the NULL device (kernels built, nothing run) for " + ", ".join(targets))
   print("\n" + md + f"wrote {args.out.with_suffix('.json')} and {args.out.with_suffix('.md')}")
-  return 1 if any(r["error"] for r in rows) else 0
+  # a job that ran past --timeout is a limit of this check (reported in the table); a compiler's or Python's error fails it
+  for r in rows:
+    if r.get("timed_out"): print(f"note: {r['target']} {r['job']} was not built within {args.timeout:.0f} s (docs/gpu.md)")
+  return 1 if any(r["error"] and not r.get("timed_out") for r in rows) else 0
 
 
 if __name__ == "__main__":

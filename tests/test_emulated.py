@@ -59,7 +59,6 @@ def test_emulated_tensor_cores_equal_the_cpu_device(dev, dtype):
   assert cpu["tensor_core_kernels"] == 0                     # the CPU device has none: the comparison is of two different paths
   # bfloat16: the products and activations round to 8 bits either way, and the sums in float32 accumulate in another order
   # on tensor cores, so an activation may land one bfloat16 step (2^-8 relative) apart and carry it through the layer; float32:
-  # a few float32 ulps through a layer and the loss
   # a few float32 ulps through a layer and the loss. Near zero, differences scale with the terms summed, not the result:
   # the absolute tolerance is the relative one times the largest value of the same quantity
   rtol = 2 ** -6 if dtype == "bfloat16" else 1e-5
