@@ -41,8 +41,8 @@ test: $(STAMP)  ## the suite on tinygrad's CPU device, then the core tests on th
 	DEV=CPU $(PYTEST) -n auto --dist loadgroup $(ARGS)
 	@set -e; accel=$$($(PY) scripts/accelerator.py); \
 	if [ "$$accel" = "CL" ]; then \
-	  echo "core tests on the OpenCL device (DEV=CL), with the OpenCL-on-CPU kit"; SSMAX_TINY_POCL=1 DEV=CL $(PYTEST) -m "fast or kit" $(CORE) $(ARGS); \
-	  echo "and on plain tinygrad"; SSMAX_TINY_POCL=0 DEV=CL $(PYTEST) -m "fast and not loop" $(CORE) $(ARGS); \
+	  echo "core tests on the OpenCL device (DEV=CL), with the OpenCL-on-CPU kit"; SSMAX_TINY_POCL=1 DEV=CL $(PYTEST) -n 2 --dist loadgroup -m "fast or kit" $(CORE) $(ARGS); \
+	  echo "and on plain tinygrad"; SSMAX_TINY_POCL=0 DEV=CL $(PYTEST) -n 2 --dist loadgroup -m "fast and not loop" $(CORE) $(ARGS); \
 	elif [ -n "$$accel" ]; then echo "core tests on the GPU (DEV=$$accel)"; DEV=$$accel $(PYTEST) $(CORE) $(ARGS); \
 	else echo "no GPU or OpenCL device: the core tests ran on the CPU device only (Debian/Ubuntu: apt-get install pocl-opencl-icd)"; fi
 
@@ -51,8 +51,8 @@ test-slow: $(STAMP)  ## the long end-to-end tests kept out of make test (runners
 	@set -e; if [ "$$($(PY) scripts/accelerator.py)" = "CL" ]; then SSMAX_TINY_POCL=1 DEV=CL $(PYTEST) -m slow tests/test_tuning.py $(ARGS); fi
 
 test-cl: $(STAMP)  ## the core tests on tinygrad's OpenCL device, with the OpenCL-on-CPU kit and without
-	SSMAX_TINY_POCL=1 DEV=CL $(PYTEST) $(CORE) $(ARGS)
-	SSMAX_TINY_POCL=0 DEV=CL $(PYTEST) $(CORE) $(ARGS)
+	SSMAX_TINY_POCL=1 DEV=CL $(PYTEST) -n 2 --dist loadgroup $(CORE) $(ARGS)
+	SSMAX_TINY_POCL=0 DEV=CL $(PYTEST) -n 2 --dist loadgroup $(CORE) $(ARGS)
 
 test-emulated: $(STAMP)  ## a micro model on CUDA, Metal and AMD tensor cores in tinygrad's Python emulator, against the CPU device
 	DEV=CPU $(PYTEST) -n 2 -m emulated tests/test_emulated.py $(ARGS)
