@@ -71,12 +71,18 @@ def masked_softmax(scores: Tensor, mask: Tensor | None = None) -> Tensor:
   no NaN reaches the backward pass either. The backward is written out above (tinygrad.function, the mechanism of
   tinygrad's nn.Embedding). In training exp(z - max) is realised once for the sum and the division to read; at inference
   it stays lazy, so the forward holds no more [B, H, T, T_k] buffers."""
-  z = scores if mask is None else mask.where(scores, -math.inf)
+  e, total = _exp_and_sum(scores if mask is None else mask.where(scores, -math.inf), stored=TRAINING)
+  return e / total
+
+
+def _exp_and_sum(z: Tensor, stored: bool) -> tuple[Tensor, Tensor]:
+  """exp(z - the row's maximum) and its row sum, for z masked with -inf; a row that allows no key gets zeros and a sum of
+  1, so that dividing by it gives zeros. stored=True realises exp once for the kernels that read it."""
   top = z.max(-1, keepdim=True)
   e = (z - (top == -math.inf).where(0.0, top)).exp()
-  if TRAINING: e = e.contiguous()
+  if stored: e = e.contiguous()
   total = e.sum(-1, keepdim=True)
-  return e / (total == 0).where(1.0, total)
+  return e, (total == 0).where(1.0, total)
 
 
 def compute(logits: Tensor, s: float | Tensor, n: int | Tensor | None = None, *, bias: float | Tensor = 0.0,
@@ -317,11 +323,8 @@ def _attend(q: Tensor, kt: Tensor, v: Tensor, mask, causal, start_pos, score_mod
   if causal and (cm := causal_mask(scores, start_pos)) is not None: mask = cm if mask is None else cm & mask
   if lengths is not None: mask = padding_mask(lengths, q_pos, k_pos) if mask is None else mask & padding_mask(lengths, q_pos, k_pos)
   if TRAINING: return masked_softmax(scores, mask).cast(v.dtype).contiguous() @ v   # (B, H, T, T_k) @ (B, H, T_k, Hd)
-  z = (scores if mask is None else mask.where(scores, -math.inf)).contiguous()     # (B, H, T, T_k)
-  top = z.max(-1, keepdim=True)
-  e = (z - (top == -math.inf).where(0.0, top)).exp().contiguous()                   # a row that allows no key: all zeros
-  total = e.sum(-1, keepdim=True)
-  return (e.cast(v.dtype).matmul(v, dtype=dtypes.float32) / (total == 0).where(1.0, total)).cast(v.dtype)
+  e, total = _exp_and_sum((scores if mask is None else mask.where(scores, -math.inf)).contiguous(), stored=True)  # (B, H, T, T_k)
+  return (e.cast(v.dtype).matmul(v, dtype=dtypes.float32) / total).cast(v.dtype)
 
 
 # Scores one block of queries may hold at inference before the queries are split into blocks: 2^26 floats, 256 MiB in
