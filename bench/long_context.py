@@ -1,14 +1,15 @@
 """How does a forward pass at long context compare with PyTorch's, in time and memory, from 1k to 64k positions?
 
   python bench/long_context.py [--lengths 1024,4096,16384,32768,65536] [--size edifice|lm] [--frameworks tinygrad,torch]
-                               [--out runs/bench/long_context_SIZE] [--keep]     (15 to 25 minutes on 2 CPU cores)
+                               [--out runs/bench/long_context_SIZE] [--keep]     (5 to 10 minutes on 2 CPU cores)
 
 One forward pass, every position, batch 1, of the Edifice default (embed 64, hidden 256, 4 heads, 6 layers, SSMax) or,
-with --size lm, make lm's transformer (hidden 64, 4 heads of 16, 2 layers), at each T: tinygrad (attention in blocks of
-queries at long T) against PyTorch's scaled_dot_product_attention on the same model (bench/torch_ref.py). Each
-(framework, T) runs in a fresh process, so that its peak resident memory (ru_maxrss) is its own; the second forward is
-timed, the device synchronised before the clock is read. For tinygrad also the attention's share of the time (the
-forward again with each attention returning v). SSMAX_TINY_POCL=1 runs tinygrad with the OpenCL-on-CPU kit.
+with --size lm, make lm's transformer (hidden 64, 4 heads of 16, 2 layers), at each T: tinygrad against PyTorch's
+scaled_dot_product_attention on the same model (bench/torch_ref.py). SSMAX_TINY_POCL=1 runs tinygrad with the
+OpenCL-on-CPU kit, whose attention is one kernel that never stores a score (ssmax_tiny/pocl/attention.py); plain tinygrad
+attends in blocks of queries at long T. Each (framework, T) runs in a fresh process, so that its peak resident memory
+(ru_maxrss) is its own; the second forward is timed, the device synchronised before the clock is read. For tinygrad also
+the attention's share of the time (the forward again with each attention returning v).
 Writes OUT.json, OUT.md (the ratio column: tinygrad's time over PyTorch's) and OUT.png, stamped (bench/stamp.py).
 """
 import argparse
@@ -56,16 +57,18 @@ def run_one(framework: str, T: int, size: str = "edifice") -> dict:
     # realize() only queues the kernels on an asynchronous device (CL, CUDA, Metal): wait for them before reading the clock
     t0 = time.perf_counter(); model.forward(x).realize(); Device[Device.DEFAULT].synchronize(); seconds = time.perf_counter() - t0
     device = f"tinygrad {Device.DEFAULT}" + (" with the OpenCL-on-CPU kit" if pocl.installed() else " (plain tinygrad)")
-    query_block = model.query_block(1, T)
+    import ssmax_tiny.model as M
+    # how attention ran: the kit's one kernel (ssmax_tiny/pocl/attention.py), or the model's blocks of queries
+    attention = "one kernel (kit)" if M.streaming_attention is not None else f"blocks of {model.query_block(1, T):,}"
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     # The attention's share of the time: the same forward with attention's T x T part skipped (each attention returns v,
     # the projections, feed-forward and norms unchanged), timed the same way (after one untimed pass)
-    import ssmax_tiny.model as M
     M.attend = M.attend_blocked = lambda q, k, v, *args, **kwargs: v
+    if M.streaming_attention is not None: M.streaming_attention = lambda q, k, v, *args: v
     model.forward(x).realize(); Device[Device.DEFAULT].synchronize()
     t0 = time.perf_counter(); model.forward(x).realize(); Device[Device.DEFAULT].synchronize()
     return dict(framework=framework, T=T, seconds=seconds, per_token_ms=1000 * seconds / T, device=device, peak_rss_mib=peak,
-                query_block=query_block, attention_share=1 - (time.perf_counter() - t0) / seconds)
+                attention=attention, attention_share=1 - (time.perf_counter() - t0) / seconds)
   return dict(framework=framework, T=T, seconds=seconds, per_token_ms=1000 * seconds / T, device=device,
               peak_rss_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 
@@ -140,7 +143,7 @@ def main():
   size = SIZES[a.size]
   lines = [f"One forward pass, every position, batch 1, {a.size} model (hidden {size['hidden_size']}, {size['num_heads']} heads, "
            f"{size['num_layers']} layers, SSMax): tinygrad against PyTorch's scaled_dot_product_attention.", "",
-           "| T | tinygrad s | PyTorch s | tinygrad / PyTorch | tinygrad peak MiB | PyTorch peak MiB | attention's share (tinygrad) | query block |",
+           "| T | tinygrad s | PyTorch s | tinygrad / PyTorch | tinygrad peak MiB | PyTorch peak MiB | attention's share (tinygrad) | tinygrad's attention |",
            "|---:|---:|---:|---:|---:|---:|---:|---|"]
   for T in dict.fromkeys(r["T"] for r in rows):
     t = next((r for r in rows if r["T"] == T and r["framework"] == "tinygrad"), None)
@@ -149,7 +152,7 @@ def main():
     lines.append(f"| {T:,} | {f(t, 'seconds', '.2f')} | {f(q, 'seconds', '.2f')} | "
                  f"{'**x%.2f**' % (t['seconds'] / q['seconds']) if t and q else '-'} | {f(t, 'peak_rss_mib', '.0f')} | "
                  f"{f(q, 'peak_rss_mib', '.0f')} | {'%.0f%%' % (100 * t['attention_share']) if t and 'attention_share' in t else '-'} | "
-                 f"{f(t, 'query_block', ',')} |")
+                 f"{(t['attention'] if 'attention' in t else 'blocks of %s' % format(t['query_block'], ',')) if t else '-'} |")
   lines += time_target(rows)
   stamp.write(a.out, rows, "\n".join(lines) + "\n", device_line=", ".join(dict.fromkeys(r["device"] for r in rows)))
   print("\n".join(lines))

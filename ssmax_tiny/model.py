@@ -334,6 +334,10 @@ LAYER_SCORES = 1 << 22  # one layer's scores above which an inference forward re
 # what surrounds such a forward: nothing here; the OpenCL-on-CPU kit's install() sets it to give PoCL's freed host memory
 # back to the system while the blocks' sizes change (ssmax_tiny/pocl/memory.py), and uninstall() sets it back
 inference_memory = contextlib.nullcontext
+# what computes causal attention at inference without storing its scores, (q, k, v, start_pos) -> [B, H, T, Hd] or None
+# where it does not apply: nothing here; the OpenCL-on-CPU kit's install() sets it to its one-kernel online softmax
+# (ssmax_tiny/pocl/attention.py), and uninstall() sets it back
+streaming_attention = None
 
 
 def default_query_block(batch: int, heads: int, T: int, T_k: int) -> int:
@@ -456,6 +460,10 @@ class SSMaxAttention:
       # in float32, (c_i q_i) . k_j = c_i z_ij: the scale folds into q at no cost; in half precision q would round c to
       # its 8 or 11 bits, so c multiplies the float32 scores instead
       if q.dtype == dtypes.float32: q, scale = q.contiguous_backward() * scale, None   # (B, H, T, Hd) * (T, 1)
+    if not TRAINING and scale is None and self.score_mod is None and streaming_attention is not None and \
+       (y := streaming_attention(q, k, v, start_pos)) is not None:
+      if lengths is not None: y = (positions(x.shape[1], 1, start_pos)[0] < lengths.reshape(-1, 1, 1, 1)).where(y, 0)  # padded rows: 0
+      return self._merge(y)
     if query_block is not None and query_block < x.shape[1]:
       return self._merge(attend_blocked(q, k, v, query_block, start_pos, self.score_mod, lengths, scale))
     return self._merge(attend(q, k, v, causal=True, start_pos=start_pos, score_mod=self.score_mod, lengths=lengths, scale=scale))

@@ -4,10 +4,12 @@ float32 argument (kernels rendered in tinygrad's worker processes too), the GELU
 float32's bound of float64, and training steps and decoding through the CL graph equal to the bit. The kernel tests run
 on tinygrad's OpenCL device on a CPU (make test's DEV=CL run)."""
 import contextlib
+from dataclasses import asdict
 import importlib.metadata
 
 import numpy as np
 import pytest
+import reference as ref
 import tinygrad.codegen
 import tinygrad.codegen.opt.heuristic as heuristic
 from conftest import TINY
@@ -18,7 +20,7 @@ from tinygrad.nn.state import get_parameters, get_state_dict
 
 import ssmax_tiny as st
 from ssmax_tiny import pocl
-from ssmax_tiny.pocl import graph, memory, vectorize
+from ssmax_tiny.pocl import attention, graph, memory, vectorize
 
 pytestmark = pytest.mark.kit
 ON_CL_CPU = Device.DEFAULT.split(":")[0] == "CL" and vectorize.on_cpu(Device.DEFAULT)
@@ -50,11 +52,12 @@ def test_uninstall_gives_tinygrad_its_own_functions_back():
   if ON_CL_CPU:
     assert Device[Device.DEFAULT].renderers[0] is vectorize.TilingOpenCLRenderer and Device[Device.DEFAULT].graph is graph.CLGraph
     assert tinygrad.codegen.memory_coalescing is not vectorize.TINYGRAD_COALESCING and st.model.inference_memory is memory.returned
+    assert st.model.streaming_attention is attention.attend and attention.devices == set(installed)
   pocl.install()                                                           # twice: one renderer, one graph
   assert sum(r in vectorize.RENDERERS for n in installed for r in Device[n].renderers) == len(installed)
   pocl.uninstall()
   assert (tinygrad.codegen.memory_coalescing, heuristic.hand_coded_optimizations) == (vectorize.TINYGRAD_COALESCING, vectorize.TINYGRAD_HEURISTICS)
-  assert st.model.inference_memory is contextlib.nullcontext
+  assert st.model.inference_memory is contextlib.nullcontext and st.model.streaming_attention is None and not attention.devices
   for n in installed:
     assert not any(r in vectorize.RENDERERS for r in Device[n].renderers) and Device[n].graph is None
 
@@ -284,3 +287,66 @@ def test_batched_products_get_the_tile_and_long_row_reductions_no_work_groups():
   np.testing.assert_allclose(total_, np.exp(s_.astype(np.float64)).sum(-1), rtol=2048 * np.finfo(np.float32).eps)
   exact_o = s_.astype(np.float64) @ v.astype(np.float64)
   assert (np.abs(o_ - exact_o) <= 2048 * np.finfo(np.float32).eps * (np.abs(s_).astype(np.float64) @ np.abs(v))).all()
+
+
+def _causal_attention(q, k, v, start_pos):
+  """float64: softmax(q k^T / sqrt(d)) v, query row i at position start_pos + i seeing keys 0 .. start_pos + i."""
+  q, k, v = (np.asarray(t, np.float64) for t in (q, k, v))
+  scores = q @ np.swapaxes(k, -1, -2) / np.sqrt(q.shape[-1])
+  T, T_k = scores.shape[-2:]
+  scores = np.where(np.arange(T_k)[None, :] <= np.arange(T)[:, None] + start_pos, scores, -np.inf)
+  w = np.exp(scores - scores.max(-1, keepdims=True))
+  return (w / w.sum(-1, keepdims=True)) @ v
+
+
+@cl_cpu
+@pytest.mark.parametrize("B,H,T,d,start_pos", [(1, 1, 1, 16, 0), (2, 3, 37, 16, 0), (1, 2, 64, 64, 0), (1, 2, 40, 8, 25),
+                                               (1, 1, 300, 16, 0), (2, 1, 50, 12, 3)])
+def test_streaming_attention_equals_float64_and_the_materialised_path(B, H, T, d, start_pos):
+  # rows that are not a multiple of the kernel's 16, whole key blocks and the masked rest, a cache before the queries, head
+  # sizes 8 to 64; scores of a few units (q, k ~ 3 N(0, 1)), so that the running maximum moves as blocks arrive
+  rng = np.random.default_rng(T)
+  q = rng.standard_normal((B, H, T, d)).astype(np.float32) * 3
+  k, v = (rng.standard_normal((B, H, start_pos + T, d)).astype(np.float32) * s for s in (3, 1))
+  pocl.install()
+  got = attention.attend(Tensor(q), Tensor(k), Tensor(v), start_pos).numpy()
+  want = _causal_attention(q, k, v, start_pos)
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+  pocl.uninstall()
+  plain = st.model.attend(Tensor(q), Tensor(k), Tensor(v), causal=True, start_pos=start_pos).numpy()
+  np.testing.assert_allclose(got, plain, rtol=1e-5, atol=1e-5)
+
+
+def test_streaming_attention_declines_what_it_does_not_compute():
+  q = Tensor.zeros(1, 1, 4, 16)
+  pocl.uninstall()
+  assert attention.attend(q, q, q, 0) is None                         # no kit on this device
+  attention.devices.add(q.device)
+  try:
+    assert attention.attend(q.cast("bfloat16"), q, q, 0) is None       # half precision: the model's own path
+    assert attention.attend(q, q[:, :, :2], q[:, :, :2], 0) is None    # fewer keys than the rows see
+  finally:
+    attention.devices.discard(q.device)
+
+
+def _id(opts): return ",".join(f"{k}={v}" for k, v in opts.items()) or "default"
+
+
+@cl_cpu
+@pytest.mark.parametrize("opts", [dict(), dict(attention="softmax"), dict(positional="rope", per_head=True, learn_bias=True),
+                                  dict(attention="logn"), dict(attention="qwen_logn", train_length=8),
+                                  dict(attention="llama4", train_length=8), dict(n_mode="sequence")], ids=_id)
+def test_a_model_with_the_streaming_attention_equals_the_float64_reference_padding_included(opts):
+  # every attention option whose scale folds into q (scale-invariant's distance term keeps the model's path); right
+  # padding: the second sequence's last rows see no key and give zeros, as in the model's own path
+  Tensor.manual_seed(5)
+  pocl.install()
+  ran = []
+  st.model.streaming_attention = lambda *args: ran.append(out := attention.attend(*args)) or out
+  model = st.build(8, **{**TINY, "window_size": 64}, output_mode="all", **opts)
+  x = Tensor(np.random.default_rng(1).standard_normal((2, 21, 8)).astype(np.float32))
+  lengths = np.array([21, 13])
+  got = model.forward(x, lengths=lengths).numpy()
+  assert len(ran) == TINY["num_layers"] and all(out is not None for out in ran), "the kit's attention did not run in every layer"
+  params = {k: v.numpy() for k, v in get_state_dict(model).items()}
+  np.testing.assert_allclose(got, ref.model(x.numpy(), params, asdict(model.config), lengths=lengths), atol=1e-5)

@@ -5,8 +5,10 @@ CPU device uses one, and this kit makes it faster there (docs/speed.md has each 
 - `vectorize`: float arithmetic on whole vectors, float8 loads and stores, and a matmul tile, as OpenCL renderers;
 - `graph`: a TinyJit graph runner for CL, so a replay launches its kernels from one loop;
 - `tuning`: `make tune`'s BEAM-searched kernels, read back when a Trainer captures a searched step;
+- `attention`: causal attention at inference in one kernel that never stores a score (an online softmax in OpenCL C),
+  through `model.streaming_attention`;
 - `memory`: host memory given back during long-context inference (glibc; PoCL allocates with malloc), through
-  `model.inference_memory`, the one hook of ssmax_tiny's own that the kit sets.
+  `model.inference_memory`. These two are the hooks of ssmax_tiny's own that the kit sets.
 
 Nothing here runs on import. `install()` puts it in place for the CL devices among `devices` that are CPUs and does
 nothing anywhere else (CPU, CUDA, Metal, AMD, an OpenCL GPU); `uninstall()` gives tinygrad its own functions back. The
@@ -24,7 +26,7 @@ from importlib.metadata import version
 from tinygrad import Device
 
 from ssmax_tiny import model
-from ssmax_tiny.pocl import graph, memory, vectorize
+from ssmax_tiny.pocl import attention, graph, memory, vectorize
 
 SWITCH = "SSMAX_TINY_POCL"
 TINYGRAD = "0.14.0"
@@ -59,6 +61,8 @@ def install(devices=None) -> list[str]:
   os.environ.setdefault("POCL_EXTRA_BUILD_FLAGS", "-w")
   vectorize.patch()
   model.inference_memory = memory.returned
+  model.streaming_attention = attention.attend
+  attention.devices.update(names)
   for name in names:
     vectorize.use(name)
     if name not in _installed:
@@ -76,6 +80,8 @@ def uninstall() -> None:
   _installed.clear()
   vectorize.unpatch()
   model.inference_memory = contextlib.nullcontext
+  model.streaming_attention = None
+  attention.devices.clear()
 
 
 def installed(devices=None) -> bool:
