@@ -143,7 +143,8 @@ def main():
   size = SIZES[a.size]
   lines = [f"One forward pass, every position, batch 1, {a.size} model (hidden {size['hidden_size']}, {size['num_heads']} heads, "
            f"{size['num_layers']} layers, SSMax): tinygrad against PyTorch's scaled_dot_product_attention.", "",
-           "| T | tinygrad s | PyTorch s | tinygrad / PyTorch | tinygrad peak MiB | PyTorch peak MiB | attention's share (tinygrad) | tinygrad's attention |",
+           "| T | tinygrad s | PyTorch s | tinygrad / PyTorch | tinygrad peak MiB | PyTorch peak MiB | attention's share (tinygrad) "
+           "| tinygrad's attention |",
            "|---:|---:|---:|---:|---:|---:|---:|---|"]
   for T in dict.fromkeys(r["T"] for r in rows):
     t = next((r for r in rows if r["T"] == T and r["framework"] == "tinygrad"), None)

@@ -4,8 +4,8 @@ float32 argument (kernels rendered in tinygrad's worker processes too), the GELU
 float32's bound of float64, and training steps and decoding through the CL graph equal to the bit. The kernel tests run
 on tinygrad's OpenCL device on a CPU (make test's DEV=CL run)."""
 import contextlib
-from dataclasses import asdict
 import importlib.metadata
+from dataclasses import asdict
 
 import numpy as np
 import pytest
