@@ -334,9 +334,9 @@ LAYER_SCORES = 1 << 22  # one layer's scores above which an inference forward re
 # what surrounds such a forward: nothing here; the OpenCL-on-CPU kit's install() sets it to give PoCL's freed host memory
 # back to the system while the blocks' sizes change (ssmax_tiny/pocl/memory.py), and uninstall() sets it back
 inference_memory = contextlib.nullcontext
-# what computes causal attention at inference without storing its scores, (q, k, v, start_pos) -> [B, H, T, Hd] or None
-# where it does not apply: nothing here; the OpenCL-on-CPU kit's install() sets it to its one-kernel online softmax
-# (ssmax_tiny/pocl/attention.py), and uninstall() sets it back
+# what computes causal attention at inference without storing its scores, (q, k, v, start_pos, the cache after this
+# call's write or None) -> [B, H, T, Hd], or None where it does not apply: nothing here; the OpenCL-on-CPU kit's
+# install() sets it to its kernels (an online softmax, ssmax_tiny/pocl/attention.py), and uninstall() sets it back
 streaming_attention = None
 
 
@@ -427,7 +427,9 @@ class SSMaxAttention:
     if attention == "llama4": return llama4_scale(positions(T, 1, start_pos)[0], L)
     return None
 
-  def _qkv(self, x: Tensor, start_pos: int | Tensor, cache: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+  def _qkv(self, x: Tensor, start_pos: int | Tensor, cache: Tensor | None) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+    """q, k, v [B, H, T or start_pos + T, Hd], and the whole cache [2, B, H, max_len, Hd] after this call's write (None
+    without a cache)."""
     B, T, _ = x.shape
     q, k, v = self._heads(self.q(x)), self._heads(self.k(x)), self._heads(self.v(x))  # each (B, H, T, Hd)
     if self.q_norm is not None: q, k = self.q_norm(q.float()).cast(q.dtype), self.k_norm(k.float()).cast(k.dtype)
@@ -439,7 +441,8 @@ class SSMaxAttention:
       # write this step's keys and values into the cache, then read back all of them (tinygrad/llm/model.py does the same)
       stored = Tensor(cache.uop.after(cache[:, :, :, start_pos:start_pos + T, :].uop.store(Tensor.stack(k, v).uop)))
       k, v = stored[0, :, :, 0:start_pos + T, :], stored[1, :, :, 0:start_pos + T, :]  # (B, H, start_pos + T, Hd)
-    return q, k, v
+      return q, k, v, stored
+    return q, k, v, None
 
   def _merge(self, y: Tensor) -> Tensor:
     B, _, T, _ = y.shape
@@ -451,7 +454,7 @@ class SSMaxAttention:
     query_block=C < T attends C queries at a time (`attend_blocked`: inference and prefill, not differentiable)."""
     if query_block is not None: check_int("query_block", query_block)
     if not fold_scale: return self.explicit(x, start_pos, cache, lengths).output
-    q, k, v = self._qkv(x, start_pos, cache)
+    q, k, v, stored = self._qkv(x, start_pos, cache)
     scale = self.query_scale(x.shape[1], start_pos, lengths)
     if scale is not None:
       # realised in training, as is the gradient of q * c, so that the kernels reading them do not recompute log n and the
@@ -461,7 +464,7 @@ class SSMaxAttention:
       # its 8 or 11 bits, so c multiplies the float32 scores instead
       if q.dtype == dtypes.float32: q, scale = q.contiguous_backward() * scale, None   # (B, H, T, Hd) * (T, 1)
     if not TRAINING and scale is None and self.score_mod is None and streaming_attention is not None and \
-       (y := streaming_attention(q, k, v, start_pos)) is not None:
+       (y := streaming_attention(q, k, v, start_pos, stored)) is not None:
       if lengths is not None: y = (positions(x.shape[1], 1, start_pos)[0] < lengths.reshape(-1, 1, 1, 1)).where(y, 0)  # padded rows: 0
       return self._merge(y)
     if query_block is not None and query_block < x.shape[1]:
@@ -471,7 +474,7 @@ class SSMaxAttention:
   def explicit(self, x: Tensor, start_pos: int | Tensor = 0, cache: Tensor | None = None, lengths: Tensor | None = None) -> Attended:
     """The weights made explicitly with `compute` (SSMax) or the variant's formula on the scores, then weights @ v: the
     reference path, and the weights."""
-    q, k, v = self._qkv(x, start_pos, cache)
+    q, k, v, _ = self._qkv(x, start_pos, cache)
     scores = q.matmul(k.transpose(-2, -1), dtype=dtypes.float32) / math.sqrt(self.head_dim)   # (B, H, T, T_k)
     mask = causal_mask(scores, start_pos)
     if lengths is not None:

@@ -13,7 +13,7 @@ The kernel is OpenCL C handed to tinygrad as a compiled PROGRAM (tinygrad/codege
 Ops.PROGRAM with its SOURCE; `Tensor.custom_kernel` puts it in the graph), so it is scheduled, cached and captured by
 TinyJit like tinygrad's own kernels. The shapes and start_pos are compile-time constants: one compiled kernel per
 (heads, T, keys, head size, start_pos), which long-context evaluation and prefill reuse layer after layer. A decoding
-step (a symbolic start_pos) keeps the model's own path.
+step, whose number of keys changes each step under one TinyJit, has a kernel of its own (`decode`, below).
 
 `install()` (ssmax_tiny.pocl) sets `model.streaming_attention` to `attend` for its devices; `attend` returns None where it
 does not apply (a device without the kit, a dtype other than float32) and the model takes its own path. Exact to the
@@ -97,11 +97,13 @@ def _program(heads: int, padded: int, seen: int, head: int, start: int, rows: in
   return fxn
 
 
-def attend(q: Tensor, k: Tensor, v: Tensor, start_pos: int) -> Tensor | None:
+def attend(q: Tensor, k: Tensor, v: Tensor, start_pos: int | UOp, cache: Tensor | None = None) -> Tensor | None:
   """Causal softmax(q k^T / sqrt(Hd)) v over q [B, H, T, Hd] (any per-row scale already in q), k and v [B, H, T_k, Hd];
-  query row i at position start_pos + i sees keys 0 .. start_pos + i. None where this kernel does not apply."""
-  if q.device not in devices or not isinstance(start_pos, int) or not all(t.dtype == dtypes.float32 for t in (q, k, v)):
-    return None
+  query row i at position start_pos + i sees keys 0 .. start_pos + i. A decoding step (one query, start_pos a bound
+  Variable) reads its keys from `cache` [2, B, H, max_len, Hd] (`decode`). None where these kernels do not apply."""
+  if q.device not in devices or not all(t.dtype == dtypes.float32 for t in (q, k, v)): return None
+  if not isinstance(start_pos, int):
+    return decode(q, cache, start_pos) if cache is not None and cache.dtype == dtypes.float32 and q.shape[2] == 1 else None
   B, H, T, Hd = q.shape
   T_k = k.shape[2]
   if not isinstance(T_k, int) or T_k < start_pos + T: return None
@@ -112,3 +114,100 @@ def attend(q: Tensor, k: Tensor, v: Tensor, start_pos: int) -> Tensor | None:
   out = Tensor.empty(B * H, Hd, padded, device=q.device)
   out = out.custom_kernel(qt, *kv, fxn=_program(B * H, padded, T_k, Hd, start_pos, ROWS, KEYS))[0]
   return out[:, :, :T].transpose(1, 2).reshape(B, H, T, Hd)                                         # (B, H, T, Hd)
+
+
+# A decoding step: one query per sequence and head against start_pos + 1 cached keys, a number that changes every step
+# while the step's TinyJit replays one compiled kernel. CHUNKS work-items per (sequence, head) split the keys evenly
+# (FlashDecoding's split-K: Dao et al. 2023, "Flash-Decoding for long-context inference"); each reads the number of keys
+# from a one-element buffer at run time, walks its share in blocks of 16 keys (scores, block maximum, one rescale, exp on
+# a float16 of scores) and writes its running maximum, sum and output; `decode` merges the partials with tinygrad ops.
+WORK_ITEMS = 32   # (sequence, head) pairs x CHUNKS, at least: both cores busy, and a chunk of keys per work-item
+
+DECODE_SOURCE = r"""
+#define D {head}
+#define VW {width}
+#define NV (D / VW)
+#define N {heads}
+#define MAXLEN {max_len}
+#define CHUNKS {chunks}
+typedef float{width} vf;
+inline float total(vf t) {{ {total} }}
+// part (N, CHUNKS, D + 2): each chunk's maximum (log2 units), sum, and unnormalised output; Q (N, D) scaled by
+// log2(e) / sqrt(D); C the cache (2, N, MAXLEN, D); P[0] the number of keys
+__kernel void {name}(__global float* part, __global const float* Q, __global const float* C, __global const int* P) {{
+  const int chunk = get_global_id(0), n = get_global_id(1);
+  const int keys = P[0], per = (keys + CHUNKS - 1) / CHUNKS;
+  const int begin = chunk * per, end = min(keys, begin + per);
+  __global const float* k = C + (size_t)n * MAXLEN * D;
+  __global const float* v = C + ((size_t)N + n) * MAXLEN * D;
+  vf q[NV], acc[NV];
+  for (int i = 0; i < NV; i++) {{ q[i] = vload{width}(i, Q + n * D); acc[i] = (vf)(0.0f); }}
+  float m = -INFINITY, l = 0.0f;
+  for (int j0 = begin; j0 < end; j0 += 16) {{
+    const int count = min(16, end - j0);
+    float s[16];
+    for (int b = 0; b < 16; b++) {{
+      if (b < count) {{
+        vf t = (vf)(0.0f);
+        for (int i = 0; i < NV; i++) t = fma(q[i], vload{width}(i, k + (size_t)(j0 + b) * D), t);
+        s[b] = total(t);
+      }} else s[b] = -INFINITY;
+    }}
+    float16 scores = vload16(0, s);
+    float m_new = m;
+    for (int b = 0; b < 16; b++) m_new = fmax(m_new, s[b]);
+    const float rescale = exp2(m - m_new);
+    m = m_new;
+    scores = exp2(scores - (float16)(m));
+    vstore16(scores, 0, s);
+    float sum = 0.0f;
+    for (int i = 0; i < NV; i++) acc[i] *= rescale;
+    for (int b = 0; b < count; b++) {{
+      sum += s[b];
+      for (int i = 0; i < NV; i++) acc[i] = fma((vf)(s[b]), vload{width}(i, v + (size_t)(j0 + b) * D), acc[i]);
+    }}
+    l = l * rescale + sum;
+  }}
+  __global float* out = part + ((size_t)n * CHUNKS + chunk) * (D + 2);
+  out[0] = m; out[1] = l;
+  for (int i = 0; i < NV; i++) vstore{width}(acc[i], 0, out + 2 + i * VW);
+}}
+"""
+
+# a horizontal sum of a vector of each width: halves added until one lane is left
+_TOTAL = {1: "return t;", 2: "return t.s0 + t.s1;", 4: "return (t.s0 + t.s1) + (t.s2 + t.s3);",
+          8: "float4 h = t.lo + t.hi; return (h.s0 + h.s1) + (h.s2 + h.s3);",
+          16: "float8 e = t.lo + t.hi; float4 h = e.lo + e.hi; return (h.s0 + h.s1) + (h.s2 + h.s3);"}
+
+
+def _decode_program(heads: int, max_len: int, head: int, chunks: int):
+  width = min(16, head)
+  name = f"stream_decode_{heads}_{max_len}_{head}_{chunks}"
+  source = DECODE_SOURCE.format(head=head, width=width, heads=heads, max_len=max_len, chunks=chunks, name=to_function_name(name),
+                                total=_TOTAL[width])
+
+  def fxn(part: UOp, Q: UOp, C: UOp, P: UOp) -> UOp:
+    first = lambda X: X.flatten()[0]
+    marks = first(part).store(first(Q).load() + first(C).load() + first(P).load().cast(dtypes.float32))
+    sink = UOp.sink(marks, UOp.special(chunks, "gidx0"), UOp.special(heads, "gidx1"), arg=KernelInfo(name=name))
+    params = sorted((u for u in sink.toposort() if u.op is Ops.PARAM), key=lambda u: u.arg.slot)
+    return UOp(Ops.PROGRAM, src=(sink, UOp(Ops.LINEAR, src=(*params, sink)), UOp(Ops.SOURCE, arg=source)))
+  return fxn
+
+
+def decode(q: Tensor, cache: Tensor, start_pos: UOp) -> Tensor | None:
+  """One decoding step: q [B, H, 1, Hd] at position start_pos (a bound Variable) against keys and values 0 .. start_pos
+  of cache [2, B, H, max_len, Hd]. None for a head size that is not a power of two."""
+  B, H, _, Hd = q.shape
+  max_len = cache.shape[3]
+  if Hd & (Hd - 1) or not isinstance(max_len, int): return None
+  N = B * H
+  chunks = max(1, WORK_ITEMS // N)
+  qs = (q * (math.log2(math.e) / math.sqrt(Hd))).reshape(N, Hd).contiguous()                       # (N, Hd)
+  keys = (Tensor.zeros(1, dtype=dtypes.int32, device=q.device) + (start_pos + 1)).contiguous()       # (1,): start_pos + 1
+  part = Tensor.empty(N, chunks, Hd + 2, device=q.device)
+  part = part.custom_kernel(qs, cache.contiguous(), keys, fxn=_decode_program(N, max_len, Hd, chunks))[0]
+  m, total, acc = part[:, :, 0:1], part[:, :, 1:2], part[:, :, 2:]                                 # (N, chunks, 1 | 1 | Hd)
+  w = (m - m.max(axis=1, keepdim=True)).exp2()                  # a chunk without keys: m = -inf, weight 0
+  out = (acc * w).sum(axis=1) / (total * w).sum(axis=1)                                              # (N, Hd)
+  return out.reshape(B, H, 1, Hd)
