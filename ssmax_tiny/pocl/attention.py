@@ -2,12 +2,12 @@
 (Dao 2023, arXiv:2307.08691, Algorithm 1) written for a CPU's OpenCL, run through tinygrad's custom kernels.
 
 What tinygrad 0.14 makes of attention on PoCL stores each block's scores and reads them again (the row maximum, the exp,
-the row sum, the product with v: docs/long-context.md). Here one work-item holds ROWS query rows as the lanes of float16
-vectors and walks their keys in blocks of KEYS: the block's scores s = q k^T (ROWS x KEYS, in registers), the running
-maximum m and sum l, and the output accumulator rescaled by exp(m_old - m_new) once per block; exp runs once per score
-(as exp2, q carrying log2(e)). Keys after the block's first row are taken one at a time, each masked by the rows'
-positions (the causal mask, query row i at position start_pos + i). One kernel per layer at every T: no query blocks,
-no scores in memory.
+the row sum, the product with v: docs/long-context.md). Here one work-item holds GROUPS x ROWS query rows, GROUPS vectors
+of ROWS lanes (float16: one AVX-512 register), and walks their keys in blocks of KEYS: the block's scores s = q k^T in
+registers, the running maximum m and sum l, and the output accumulator rescaled by exp(m_old - m_new) once per block; exp
+runs once per score (as exp2, q carrying log2(e)). Keys after the work-item's first row are taken one at a time, each
+masked by the rows' positions (the causal mask, query row i at position start_pos + i). One kernel per layer at every T:
+no query blocks, no scores in memory.
 
 The kernel is OpenCL C handed to tinygrad as a compiled PROGRAM (tinygrad/codegen/__init__.py, `do_to_program` takes an
 Ops.PROGRAM with its SOURCE; `Tensor.custom_kernel` puts it in the graph), so it is scheduled, cached and captured by
@@ -27,71 +27,91 @@ from tinygrad import Tensor, dtypes
 from tinygrad.helpers import to_function_name
 from tinygrad.uop.ops import KernelInfo, Ops, UOp
 
-ROWS, KEYS = 16, 16   # query rows per work-item (float16 lanes) and keys per block: bench/levers.py --lever stream
+GROUPS, ROWS, KEYS = 2, 16, 8   # per work-item GROUPS x ROWS query rows (float16 lanes), keys per block: bench/attention.py
 devices: set[str] = set()   # the CL devices install() put this in place for
 
 SOURCE = r"""
 #define ROWS {rows}
+#define G {groups}
 #define D {head}
 #define KEYS {keys}
 #define T {padded}
 #define TK {seen}
 #define START {start}
 typedef float{rows} vf;
-// O^T and Q^T (N, D, T), q scaled by log2(e) / sqrt(D); K and V (N, TK, D); ROWS rows (lanes) per work-item
+// O^T and Q^T (N, D, T), q scaled by log2(e) / sqrt(D); K and V (N, TK, D); G x ROWS rows per work-item, G vectors of
+// ROWS lanes
 __kernel void {name}(__global float* O, __global const float* Qt, __global const float* K, __global const float* V) {{
-  const int r0 = get_global_id(0) * ROWS, n = get_global_id(1);
+  const int r0 = get_global_id(0) * ROWS * G, n = get_global_id(1);
   __global const float* k = K + (size_t)n * TK * D;
   __global const float* v = V + (size_t)n * TK * D;
-  vf q[D], acc[D], m = (vf)(-INFINITY), l = (vf)(0.0f);
-  for (int c = 0; c < D; c++) {{ q[c] = vload{rows}(0, Qt + ((size_t)n * D + c) * T + r0); acc[c] = (vf)(0.0f); }}
+  vf q[G][D], acc[G][D], m[G], l[G];
+  for (int g = 0; g < G; g++) {{
+    m[g] = (vf)(-INFINITY); l[g] = (vf)(0.0f);
+    for (int c = 0; c < D; c++) {{ q[g][c] = vload{rows}(0, Qt + ((size_t)n * D + c) * T + r0 + g * ROWS); acc[g][c] = (vf)(0.0f); }}
+  }}
   // keys 0 .. START + r0 are seen by every row: whole blocks of KEYS, unmasked
   int j0 = 0;
   for (; j0 + KEYS <= START + r0 + 1; j0 += KEYS) {{
-    vf s[KEYS];
-    for (int b = 0; b < KEYS; b++) s[b] = (vf)(0.0f);
-    for (int c = 0; c < D; c++) for (int b = 0; b < KEYS; b++) s[b] = fma(q[c], (vf)(k[(j0 + b) * D + c]), s[b]);
-    vf m_new = m;
-    for (int b = 0; b < KEYS; b++) m_new = fmax(m_new, s[b]);
-    const vf rescale = exp2(m - m_new);
-    m = m_new;
-    l *= rescale;
-    for (int b = 0; b < KEYS; b++) {{ s[b] = exp2(s[b] - m); l += s[b]; }}
+    vf s[G][KEYS];
+    for (int g = 0; g < G; g++) for (int b = 0; b < KEYS; b++) s[g][b] = (vf)(0.0f);
+    for (int c = 0; c < D; c++) for (int b = 0; b < KEYS; b++) {{
+      const vf kk = (vf)(k[(j0 + b) * D + c]);
+      for (int g = 0; g < G; g++) s[g][b] = fma(q[g][c], kk, s[g][b]);
+    }}
+    vf rescale[G];
+    for (int g = 0; g < G; g++) {{
+      vf m_new = m[g];
+      for (int b = 0; b < KEYS; b++) m_new = fmax(m_new, s[g][b]);
+      rescale[g] = exp2(m[g] - m_new);
+      m[g] = m_new;
+      l[g] *= rescale[g];
+      for (int b = 0; b < KEYS; b++) {{ s[g][b] = exp2(s[g][b] - m_new); l[g] += s[g][b]; }}
+    }}
     for (int c = 0; c < D; c++) {{
-      vf a = acc[c] * rescale;
-      for (int b = 0; b < KEYS; b++) a = fma(s[b], (vf)(v[(j0 + b) * D + c]), a);
-      acc[c] = a;
+      vf a[G];
+      for (int g = 0; g < G; g++) a[g] = acc[g][c] * rescale[g];
+      for (int b = 0; b < KEYS; b++) {{
+        const vf vv = (vf)(v[(j0 + b) * D + c]);
+        for (int g = 0; g < G; g++) a[g] = fma(s[g][b], vv, a[g]);
+      }}
+      for (int g = 0; g < G; g++) acc[g][c] = a[g];
     }}
   }}
   // the rest one key at a time: key j is seen by the rows at positions START + r >= j
-  const vf position = (vf)((float)(START + r0)) + (vf)({lanes});
-  for (int j = j0; j < min(START + r0 + ROWS, TK); j++) {{
-    vf s = (vf)(0.0f);
-    for (int c = 0; c < D; c++) s = fma(q[c], (vf)(k[j * D + c]), s);
-    s = select(s, (vf)(-INFINITY), isless(position, (vf)((float)j)));
-    const vf m_new = fmax(m, s), rescale = exp2(m - m_new), p = exp2(s - m_new);
-    m = m_new;
-    l = l * rescale + p;
-    for (int c = 0; c < D; c++) acc[c] = fma(p, (vf)(v[j * D + c]), acc[c] * rescale);
+  for (int j = j0; j < min(START + r0 + ROWS * G, TK); j++) {{
+    for (int g = 0; g < G; g++) {{
+      const vf position = (vf)((float)(START + r0 + g * ROWS)) + (vf)({lanes});
+      vf s = (vf)(0.0f);
+      for (int c = 0; c < D; c++) s = fma(q[g][c], (vf)(k[j * D + c]), s);
+      s = select(s, (vf)(-INFINITY), isless(position, (vf)((float)j)));
+      const vf m_new = fmax(m[g], s), rescale = exp2(m[g] - m_new), p = exp2(s - m_new);
+      m[g] = m_new;
+      l[g] = l[g] * rescale + p;
+      for (int c = 0; c < D; c++) acc[g][c] = fma(p, (vf)(v[j * D + c]), acc[g][c] * rescale);
+    }}
   }}
-  const vf inverse = (vf)(1.0f) / l;
-  for (int c = 0; c < D; c++) vstore{rows}(acc[c] * inverse, 0, O + ((size_t)n * D + c) * T + r0);
+  for (int g = 0; g < G; g++) {{
+    const vf inverse = (vf)(1.0f) / l[g];
+    for (int c = 0; c < D; c++) vstore{rows}(acc[g][c] * inverse, 0, O + ((size_t)n * D + c) * T + r0 + g * ROWS);
+  }}
 }}
 """
 
 
-def _program(heads: int, padded: int, seen: int, head: int, start: int, rows: int, keys: int):
+def _program(heads: int, padded: int, seen: int, head: int, start: int, groups: int, rows: int, keys: int):
   """custom_kernel's fxn: the compiled kernel as tinygrad's PROGRAM, over placeholders (O^T, Q^T, K, V)."""
-  name = f"stream_attend_{heads}_{padded}_{seen}_{head}_{start}"
+  name = f"stream_attend_{heads}_{padded}_{seen}_{head}_{start}_{groups}x{rows}x{keys}"
   lanes = ", ".join(f"{i}.0f" for i in range(rows))
-  source = SOURCE.format(rows=rows, head=head, keys=keys, padded=padded, seen=seen, start=start, name=to_function_name(name), lanes=lanes)
+  source = SOURCE.format(groups=groups, rows=rows, head=head, keys=keys, padded=padded, seen=seen, start=start,
+                         name=to_function_name(name), lanes=lanes)
 
   def fxn(O: UOp, Q: UOp, K: UOp, V: UOp) -> UOp:
     # what tinygrad reads off the kernel (ProgramInfo.from_sink): its launch size (SPECIAL), buffers (PARAM), what it
     # writes (a STORE into O) and reads (LOADs of Q, K, V); the code itself is `source`
     first = lambda X: X.flatten()[0]
     marks = first(O).store(first(Q).load() + first(K).load() + first(V).load())
-    sink = UOp.sink(marks, UOp.special(padded // rows, "gidx0"), UOp.special(heads, "gidx1"), arg=KernelInfo(name=name))
+    sink = UOp.sink(marks, UOp.special(padded // (groups * rows), "gidx0"), UOp.special(heads, "gidx1"), arg=KernelInfo(name=name))
     params = sorted((u for u in sink.toposort() if u.op is Ops.PARAM), key=lambda u: u.arg.slot)
     return UOp(Ops.PROGRAM, src=(sink, UOp(Ops.LINEAR, src=(*params, sink)), UOp(Ops.SOURCE, arg=source)))
   return fxn
@@ -107,12 +127,12 @@ def attend(q: Tensor, k: Tensor, v: Tensor, start_pos: int | UOp, cache: Tensor 
   B, H, T, Hd = q.shape
   T_k = k.shape[2]
   if not isinstance(T_k, int) or T_k < start_pos + T: return None
-  padded = math.ceil(T / ROWS) * ROWS
+  padded = math.ceil(T / (GROUPS * ROWS)) * GROUPS * ROWS
   qt = (q * (math.log2(math.e) / math.sqrt(Hd))).reshape(B * H, T, Hd).transpose(1, 2)            # (B*H, Hd, T)
   qt = qt.pad(((0, 0), (0, 0), (0, padded - T))).contiguous()                                      # (B*H, Hd, padded)
   kv = [t.reshape(B * H, T_k, Hd).contiguous() for t in (k, v)]                                    # (B*H, T_k, Hd)
   out = Tensor.empty(B * H, Hd, padded, device=q.device)
-  out = out.custom_kernel(qt, *kv, fxn=_program(B * H, padded, T_k, Hd, start_pos, ROWS, KEYS))[0]
+  out = out.custom_kernel(qt, *kv, fxn=_program(B * H, padded, T_k, Hd, start_pos, GROUPS, ROWS, KEYS))[0]
   return out[:, :, :T].transpose(1, 2).reshape(B, H, T, Hd)                                         # (B, H, T, Hd)
 
 
