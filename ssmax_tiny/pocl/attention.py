@@ -11,9 +11,9 @@ no query blocks, no scores in memory.
 
 The kernel is OpenCL C handed to tinygrad as a compiled PROGRAM (tinygrad/codegen/__init__.py, `do_to_program` takes an
 Ops.PROGRAM with its SOURCE; `Tensor.custom_kernel` puts it in the graph), so it is scheduled, cached and captured by
-TinyJit like tinygrad's own kernels. The shapes and start_pos are compile-time constants: one compiled kernel per
-(heads, T, keys, head size, start_pos), which long-context evaluation and prefill reuse layer after layer. A decoding
-step, whose number of keys changes each step under one TinyJit, has a kernel of its own (`decode`, below).
+TinyJit like tinygrad's own kernels. T, the number of keys and start_pos are read at run time from a small buffer, so
+one compiled kernel per head size serves every length. A decoding step, whose number of keys changes each step under
+one TinyJit, has a kernel of its own (`decode`, below).
 
 `install()` (ssmax_tiny.pocl) sets `model.streaming_attention` to `attend` for its devices; `attend` returns None where it
 does not apply (a device without the kit, a dtype other than float32) and the model takes its own path. Exact to the
@@ -35,13 +35,12 @@ SOURCE = r"""
 #define G {groups}
 #define D {head}
 #define KEYS {keys}
-#define T {padded}
-#define TK {seen}
-#define START {start}
 typedef float{rows} vf;
-// O^T and Q^T (N, D, T), q scaled by log2(e) / sqrt(D); K and V (N, TK, D); G x ROWS rows per work-item, G vectors of
-// ROWS lanes
-__kernel void {name}(__global float* O, __global const float* Qt, __global const float* K, __global const float* V) {{
+// O^T and Q^T (N, D, T), q scaled by log2(e) / sqrt(D); K and V (N, TK, D); P = (T, TK, START), the sizes read at run
+// time, so that one compiled kernel serves every length; G x ROWS rows per work-item, G vectors of ROWS lanes
+__kernel void {name}(__global float* O, __global const float* Qt, __global const float* K, __global const float* V,
+                     __global const int* P) {{
+  const int T = P[0], TK = P[1], START = P[2];
   const int r0 = get_global_id(0) * ROWS * G, n = get_global_id(1);
   __global const float* k = K + (size_t)n * TK * D;
   __global const float* v = V + (size_t)n * TK * D;
@@ -99,18 +98,18 @@ __kernel void {name}(__global float* O, __global const float* Qt, __global const
 """
 
 
-def _program(heads: int, padded: int, seen: int, head: int, start: int, groups: int, rows: int, keys: int):
-  """custom_kernel's fxn: the compiled kernel as tinygrad's PROGRAM, over placeholders (O^T, Q^T, K, V)."""
-  name = f"stream_attend_{heads}_{padded}_{seen}_{head}_{start}_{groups}x{rows}x{keys}"
+def _program(heads: int, padded: int, head: int, groups: int, rows: int, keys: int):
+  """custom_kernel's fxn: the compiled kernel as tinygrad's PROGRAM, over placeholders (O^T, Q^T, K, V, P). Its source
+  depends on the head size and the shape of a work-item's tile only (tinygrad compiles each source once)."""
+  name = f"stream_attend_{head}_{groups}x{rows}x{keys}"
   lanes = ", ".join(f"{i}.0f" for i in range(rows))
-  source = SOURCE.format(groups=groups, rows=rows, head=head, keys=keys, padded=padded, seen=seen, start=start,
-                         name=to_function_name(name), lanes=lanes)
+  source = SOURCE.format(groups=groups, rows=rows, head=head, keys=keys, name=to_function_name(name), lanes=lanes)
 
-  def fxn(O: UOp, Q: UOp, K: UOp, V: UOp) -> UOp:
+  def fxn(O: UOp, Q: UOp, K: UOp, V: UOp, P: UOp) -> UOp:
     # what tinygrad reads off the kernel (ProgramInfo.from_sink): its launch size (SPECIAL), buffers (PARAM), what it
-    # writes (a STORE into O) and reads (LOADs of Q, K, V); the code itself is `source`
+    # writes (a STORE into O) and reads (LOADs of Q, K, V, P); the code itself is `source`
     first = lambda X: X.flatten()[0]
-    marks = first(O).store(first(Q).load() + first(K).load() + first(V).load())
+    marks = first(O).store(first(Q).load() + first(K).load() + first(V).load() + first(P).load().cast(dtypes.float32))
     sink = UOp.sink(marks, UOp.special(padded // (groups * rows), "gidx0"), UOp.special(heads, "gidx1"), arg=KernelInfo(name=name))
     params = sorted((u for u in sink.toposort() if u.op is Ops.PARAM), key=lambda u: u.arg.slot)
     return UOp(Ops.PROGRAM, src=(sink, UOp(Ops.LINEAR, src=(*params, sink)), UOp(Ops.SOURCE, arg=source)))
@@ -132,7 +131,8 @@ def attend(q: Tensor, k: Tensor, v: Tensor, start_pos: int | UOp, cache: Tensor 
   qt = qt.pad(((0, 0), (0, 0), (0, padded - T))).contiguous()                                      # (B*H, Hd, padded)
   kv = [t.reshape(B * H, T_k, Hd).contiguous() for t in (k, v)]                                    # (B*H, T_k, Hd)
   out = Tensor.empty(B * H, Hd, padded, device=q.device)
-  out = out.custom_kernel(qt, *kv, fxn=_program(B * H, padded, T_k, Hd, start_pos, GROUPS, ROWS, KEYS))[0]
+  sizes = Tensor([padded, T_k, start_pos], dtype=dtypes.int32, device=q.device)
+  out = out.custom_kernel(qt, *kv, sizes, fxn=_program(B * H, padded, Hd, GROUPS, ROWS, KEYS))[0]
   return out[:, :, :T].transpose(1, 2).reshape(B, H, T, Hd)                                         # (B, H, T, Hd)
 
 
@@ -147,16 +147,13 @@ DECODE_SOURCE = r"""
 #define D {head}
 #define VW {width}
 #define NV (D / VW)
-#define N {heads}
-#define MAXLEN {max_len}
-#define CHUNKS {chunks}
 typedef float{width} vf;
 inline float total(vf t) {{ {total} }}
 // part (N, CHUNKS, D + 2): each chunk's maximum (log2 units), sum, and unnormalised output; Q (N, D) scaled by
-// log2(e) / sqrt(D); C the cache (2, N, MAXLEN, D); P[0] the number of keys
+// log2(e) / sqrt(D); C the cache (2, N, MAXLEN, D); P[0] the number of keys, P[1] MAXLEN; N and CHUNKS the launch's
 __kernel void {name}(__global float* part, __global const float* Q, __global const float* C, __global const int* P) {{
-  const int chunk = get_global_id(0), n = get_global_id(1);
-  const int keys = P[0], per = (keys + CHUNKS - 1) / CHUNKS;
+  const int chunk = get_global_id(0), n = get_global_id(1), CHUNKS = get_global_size(0), N = get_global_size(1);
+  const int keys = P[0], MAXLEN = P[1], per = (keys + CHUNKS - 1) / CHUNKS;
   const int begin = chunk * per, end = min(keys, begin + per);
   __global const float* k = C + (size_t)n * MAXLEN * D;
   __global const float* v = C + ((size_t)N + n) * MAXLEN * D;
@@ -200,11 +197,10 @@ _TOTAL = {1: "return t;", 2: "return t.s0 + t.s1;", 4: "return (t.s0 + t.s1) + (
           16: "float8 e = t.lo + t.hi; float4 h = e.lo + e.hi; return (h.s0 + h.s1) + (h.s2 + h.s3);"}
 
 
-def _decode_program(heads: int, max_len: int, head: int, chunks: int):
+def _decode_program(heads: int, head: int, chunks: int):
   width = min(16, head)
-  name = f"stream_decode_{heads}_{max_len}_{head}_{chunks}"
-  source = DECODE_SOURCE.format(head=head, width=width, heads=heads, max_len=max_len, chunks=chunks, name=to_function_name(name),
-                                total=_TOTAL[width])
+  name = f"stream_decode_{head}"
+  source = DECODE_SOURCE.format(head=head, width=width, name=to_function_name(name), total=_TOTAL[width])
 
   def fxn(part: UOp, Q: UOp, C: UOp, P: UOp) -> UOp:
     first = lambda X: X.flatten()[0]
@@ -224,9 +220,10 @@ def decode(q: Tensor, cache: Tensor, start_pos: UOp) -> Tensor | None:
   N = B * H
   chunks = max(1, WORK_ITEMS // N)
   qs = (q * (math.log2(math.e) / math.sqrt(Hd))).reshape(N, Hd).contiguous()                       # (N, Hd)
-  keys = (Tensor.zeros(1, dtype=dtypes.int32, device=q.device) + (start_pos + 1)).contiguous()       # (1,): start_pos + 1
+  first, second = (Tensor(v, dtype=dtypes.int32, device=q.device) for v in ([1, 0], [0, 1]))
+  sizes = (first * (start_pos + 1) + second * max_len).contiguous()                                # (2,): keys, max_len
   part = Tensor.empty(N, chunks, Hd + 2, device=q.device)
-  part = part.custom_kernel(qs, cache.contiguous(), keys, fxn=_decode_program(N, max_len, Hd, chunks))[0]
+  part = part.custom_kernel(qs, cache.contiguous(), sizes, fxn=_decode_program(N, Hd, chunks))[0]
   m, total, acc = part[:, :, 0:1], part[:, :, 1:2], part[:, :, 2:]                                 # (N, chunks, 1 | 1 | Hd)
   w = (m - m.max(axis=1, keepdim=True)).exp2()                  # a chunk without keys: m = -inf, weight 0
   out = (acc * w).sum(axis=1) / (total * w).sum(axis=1)                                              # (N, Hd)
