@@ -29,7 +29,8 @@ def _greedy_by_recompute(model, prompt, steps):
   return np.stack(new, 1), np.stack(logits, 1)
 
 
-@pytest.mark.parametrize("positional,per_head", [pytest.param("none", False, marks=pytest.mark.slow), ("rope", True)])
+@pytest.mark.slow   # make test: LanguageModel.generate in test_lm.py, the Decoder against a recompute in test_model.py
+@pytest.mark.parametrize("positional,per_head", [("none", False), ("rope", True)])
 def test_generate_with_cache_equals_recompute(positional, per_head):
   model = _next_token_model(positional, per_head)
   prompt = np.random.randint(0, 11, size=(2, 4)).astype(np.int32)

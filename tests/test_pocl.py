@@ -300,7 +300,7 @@ def _causal_attention(q, k, v, start_pos):
 
 
 @cl_cpu
-@pytest.mark.parametrize("B,H,T,d,start_pos", [(1, 1, 1, 16, 0), (2, 3, 37, 16, 0), (1, 2, 64, 64, 0), (1, 2, 40, 8, 25),
+@pytest.mark.parametrize("B,H,T,d,start_pos", [(2, 3, 37, 16, 0), (1, 2, 64, 64, 0), (1, 2, 40, 8, 25),
                                                (1, 1, 300, 16, 0), (2, 1, 50, 12, 3)])
 def test_streaming_attention_equals_float64_and_the_materialised_path(B, H, T, d, start_pos):
   # rows that are not a multiple of the kernel's 16, whole key blocks and the masked rest, a cache before the queries, head
@@ -355,7 +355,7 @@ def test_a_model_with_the_streaming_attention_equals_the_float64_reference_paddi
 
 
 @cl_cpu
-@pytest.mark.parametrize("hidden,heads", [(32, 2), (64, 1)], ids=["head16", "head64"])
+@pytest.mark.parametrize("hidden,heads", [(64, 1)], ids=["head64"])
 def test_decoding_with_the_streaming_attention_equals_the_float64_reference(hidden, heads):
   # prefill through the one-kernel attention, then steps through the decoding kernel, whose number of keys changes each
   # step under one TinyJit (eager, capture, replays); 300 positions: several blocks of 16 keys in each chunk, the last
