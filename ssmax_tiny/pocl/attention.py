@@ -98,19 +98,15 @@ __kernel void {name}(__global float* O, __global const float* Qt, __global const
 """
 
 
-def _program(heads: int, padded: int, head: int, groups: int, rows: int, keys: int):
-  """custom_kernel's fxn: the compiled kernel as tinygrad's PROGRAM, over placeholders (O^T, Q^T, K, V, P). Its source
-  depends on the head size and the shape of a work-item's tile only (tinygrad compiles each source once)."""
-  name = f"stream_attend_{head}_{groups}x{rows}x{keys}"
-  lanes = ", ".join(f"{i}.0f" for i in range(rows))
-  source = SOURCE.format(groups=groups, rows=rows, head=head, keys=keys, name=to_function_name(name), lanes=lanes)
-
-  def fxn(O: UOp, Q: UOp, K: UOp, V: UOp, P: UOp) -> UOp:
-    # what tinygrad reads off the kernel (ProgramInfo.from_sink): its launch size (SPECIAL), buffers (PARAM), what it
-    # writes (a STORE into O) and reads (LOADs of Q, K, V, P); the code itself is `source`
+def _program(name: str, source: str, grid: tuple[int, int]):
+  """custom_kernel's fxn for a kernel written in OpenCL C: tinygrad's PROGRAM over placeholders (the output, then the
+  inputs, the last an int32 buffer). tinygrad reads off the SINK what it needs (ProgramInfo.from_sink): the launch size
+  (SPECIAL), the buffers (PARAM), what is written (a STORE into the output) and read (a LOAD of each input); the code is
+  `source`, compiled once per source."""
+  def fxn(out: UOp, *ins: UOp) -> UOp:
     first = lambda X: X.flatten()[0]
-    marks = first(O).store(first(Q).load() + first(K).load() + first(V).load() + first(P).load().cast(dtypes.float32))
-    sink = UOp.sink(marks, UOp.special(padded // (groups * rows), "gidx0"), UOp.special(heads, "gidx1"), arg=KernelInfo(name=name))
+    marks = first(out).store(sum(first(X).load().cast(dtypes.float32) for X in ins))
+    sink = UOp.sink(marks, *(UOp.special(n, f"gidx{i}") for i, n in enumerate(grid)), arg=KernelInfo(name=name))
     params = sorted((u for u in sink.toposort() if u.op is Ops.PARAM), key=lambda u: u.arg.slot)
     return UOp(Ops.PROGRAM, src=(sink, UOp(Ops.LINEAR, src=(*params, sink)), UOp(Ops.SOURCE, arg=source)))
   return fxn
@@ -130,17 +126,22 @@ def attend(q: Tensor, k: Tensor, v: Tensor, start_pos: int | UOp, cache: Tensor 
   qt = (q * (math.log2(math.e) / math.sqrt(Hd))).reshape(B * H, T, Hd).transpose(1, 2)            # (B*H, Hd, T)
   qt = qt.pad(((0, 0), (0, 0), (0, padded - T))).contiguous()                                      # (B*H, Hd, padded)
   kv = [t.reshape(B * H, T_k, Hd).contiguous() for t in (k, v)]                                    # (B*H, T_k, Hd)
-  out = Tensor.empty(B * H, Hd, padded, device=q.device)
+  # the source depends on the head size and the work-item's tile only; the sizes are read at run time
+  name = f"stream_attend_{Hd}_{GROUPS}x{ROWS}x{KEYS}"
+  source = SOURCE.format(groups=GROUPS, rows=ROWS, head=Hd, keys=KEYS, name=to_function_name(name),
+                         lanes=", ".join(f"{i}.0f" for i in range(ROWS)))
   sizes = Tensor([padded, T_k, start_pos], dtype=dtypes.int32, device=q.device)
-  out = out.custom_kernel(qt, *kv, sizes, fxn=_program(B * H, padded, Hd, GROUPS, ROWS, KEYS))[0]
+  out = Tensor.empty(B * H, Hd, padded, device=q.device)
+  out = out.custom_kernel(qt, *kv, sizes, fxn=_program(name, source, (padded // (GROUPS * ROWS), B * H)))[0]
   return out[:, :, :T].transpose(1, 2).reshape(B, H, T, Hd)                                         # (B, H, T, Hd)
 
 
 # A decoding step: one query per sequence and head against start_pos + 1 cached keys, a number that changes every step
 # while the step's TinyJit replays one compiled kernel. CHUNKS work-items per (sequence, head) split the keys evenly
 # (FlashDecoding's split-K: Dao et al. 2023, "Flash-Decoding for long-context inference"); each reads the number of keys
-# from a one-element buffer at run time, walks its share in blocks of 16 keys (scores, block maximum, one rescale, exp on
-# a float16 of scores) and writes its running maximum, sum and output; `decode` merges the partials with tinygrad ops.
+# and the cache's length from a small buffer at run time, walks its share in blocks of 16 keys (scores, block maximum, one
+# rescale, exp on a float16 of scores) and writes its running maximum, sum and output; `decode` merges the partials with
+# tinygrad ops.
 WORK_ITEMS = 32   # (sequence, head) pairs x CHUNKS, at least: both cores busy, and a chunk of keys per work-item
 
 DECODE_SOURCE = r"""
@@ -197,20 +198,6 @@ _TOTAL = {1: "return t;", 2: "return t.s0 + t.s1;", 4: "return (t.s0 + t.s1) + (
           16: "float8 e = t.lo + t.hi; float4 h = e.lo + e.hi; return (h.s0 + h.s1) + (h.s2 + h.s3);"}
 
 
-def _decode_program(heads: int, head: int, chunks: int):
-  width = min(16, head)
-  name = f"stream_decode_{head}"
-  source = DECODE_SOURCE.format(head=head, width=width, name=to_function_name(name), total=_TOTAL[width])
-
-  def fxn(part: UOp, Q: UOp, C: UOp, P: UOp) -> UOp:
-    first = lambda X: X.flatten()[0]
-    marks = first(part).store(first(Q).load() + first(C).load() + first(P).load().cast(dtypes.float32))
-    sink = UOp.sink(marks, UOp.special(chunks, "gidx0"), UOp.special(heads, "gidx1"), arg=KernelInfo(name=name))
-    params = sorted((u for u in sink.toposort() if u.op is Ops.PARAM), key=lambda u: u.arg.slot)
-    return UOp(Ops.PROGRAM, src=(sink, UOp(Ops.LINEAR, src=(*params, sink)), UOp(Ops.SOURCE, arg=source)))
-  return fxn
-
-
 def decode(q: Tensor, cache: Tensor, start_pos: UOp) -> Tensor | None:
   """One decoding step: q [B, H, 1, Hd] at position start_pos (a bound Variable) against keys and values 0 .. start_pos
   of cache [2, B, H, max_len, Hd]. None for a head size that is not a power of two."""
@@ -222,8 +209,10 @@ def decode(q: Tensor, cache: Tensor, start_pos: UOp) -> Tensor | None:
   qs = (q * (math.log2(math.e) / math.sqrt(Hd))).reshape(N, Hd).contiguous()                       # (N, Hd)
   first, second = (Tensor(v, dtype=dtypes.int32, device=q.device) for v in ([1, 0], [0, 1]))
   sizes = (first * (start_pos + 1) + second * max_len).contiguous()                                # (2,): keys, max_len
+  name, width = f"stream_decode_{Hd}", min(16, Hd)
+  source = DECODE_SOURCE.format(head=Hd, width=width, name=to_function_name(name), total=_TOTAL[width])
   part = Tensor.empty(N, chunks, Hd + 2, device=q.device)
-  part = part.custom_kernel(qs, cache.contiguous(), sizes, fxn=_decode_program(N, Hd, chunks))[0]
+  part = part.custom_kernel(qs, cache.contiguous(), sizes, fxn=_program(name, source, (chunks, N)))[0]
   m, total, acc = part[:, :, 0:1], part[:, :, 1:2], part[:, :, 2:]                                 # (N, chunks, 1 | 1 | Hd)
   w = (m - m.max(axis=1, keepdim=True)).exp2()                  # a chunk without keys: m = -inf, weight 0
   out = (acc * w).sum(axis=1) / (total * w).sum(axis=1)                                              # (N, Hd)
